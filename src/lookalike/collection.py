@@ -1,0 +1,790 @@
+"""The on-disk collection: the only stateful object in lookalike.
+
+A collection is one directory::
+
+    manifest.json     format version, descriptor specs, index specs (written atomically)
+    items.sqlite      items (id, path, content hash, size, mtime, width, height,
+                      metadata JSON, status, error), vectors per descriptor, learned
+                      descriptor state, and a generation counter
+    indexes/KEY.lkidx one FAISS index per descriptor, derived from the stored vectors
+    .lock             advisory lock held by the one writer
+
+SQLite is the source of truth and every batch commits in one transaction, so a crash
+(even ``kill -9``) loses at most the batch in flight. Index files are caches tagged with
+the generation they reflect; a stale one is brought up to date from the vectors.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import random
+import re
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .descriptors.base import Descriptor, make_descriptor
+from .errors import CollectionError, ConfigError, ImageLoadError, InputError
+from .extraction import FileResult, Job, extract
+from .images import ImageSource, is_image_path, iter_image_files, load_image
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+DATABASE = "items.sqlite"
+INDEX_DIR = "indexes"
+LOCK_FILE = ".lock"
+#: Rebuild an index when this fraction of its entries are tombstones.
+REBUILD_TOMBSTONE_FRACTION = 0.25
+ITEM_COLUMNS = ("id", "path", "content_hash", "size", "mtime", "width", "height", "status",
+                "error", "added_at")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL UNIQUE,
+    content_hash TEXT,
+    size INTEGER,
+    mtime REAL,
+    width INTEGER,
+    height INTEGER,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    status TEXT NOT NULL,
+    error TEXT,
+    added_at REAL
+);
+CREATE INDEX IF NOT EXISTS items_hash ON items(content_hash);
+CREATE TABLE IF NOT EXISTS vectors (
+    descriptor TEXT NOT NULL,
+    item_id INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (descriptor, item_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS vectors_generation ON vectors(descriptor, generation);
+CREATE TABLE IF NOT EXISTS descriptor_state (descriptor TEXT PRIMARY KEY, state BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass
+class Hit:
+    """One search result: item id, path, distance (smaller = closer), metadata."""
+
+    id: int
+    path: str
+    distance: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "path": self.path, "distance": self.distance, "metadata": self.metadata}
+
+
+@dataclass
+class QueryResult:
+    """The hits of one query, nearest first."""
+
+    query: str
+    hits: list[Hit]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"query": self.query, "results": [h.to_dict() for h in self.hits]}
+
+
+@dataclass
+class AddReport:
+    """What ``Collection.add`` did. ``failed`` lists (path, reason)."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"added": self.added, "updated": self.updated, "unchanged": self.unchanged,
+                "failed": [{"path": p, "reason": r} for p, r in self.failed],
+                "seconds": round(self.seconds, 3), "interrupted": self.interrupted}
+
+
+# -- metadata filters -------------------------------------------------------------------
+_FILTER_RE = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*(>=|<=|!=|=|>|<|~)\s*(.*?)\s*$")
+_KEY_ALIASES = {"tag": "tags"}
+
+
+def _filter_value(text: str) -> Any:
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def compile_filter(where: str | Sequence[str] | None) -> tuple[str, list[Any]]:
+    """Metadata filter -> SQL ``WHERE`` clause over ``items``.
+
+    Conditions are ``key OP value`` with OP in ``= != > < >= <= ~`` (``~`` is a glob,
+    e.g. ``path~*.png``), joined by ``and`` / ``&`` or given as a list. Keys are item
+    columns (``width``, ``height``, ``size``, ``path``...) or metadata keys; ``=`` on a
+    metadata list (e.g. ``tag=cat`` against ``{"tags": [...]}``) means membership.
+    """
+    if where is None:
+        return "1", []
+    parts = [where] if isinstance(where, str) else list(where)
+    conditions: list[str] = []
+    for part in parts:
+        conditions += [c for c in re.split(r"\s+and\s+|\s*&\s*", part, flags=re.I) if c.strip()]
+    clauses, args = [], []
+    for cond in conditions:
+        match = _FILTER_RE.match(cond)
+        if not match:
+            raise InputError(f"filter {cond!r}: expected key OP value, OP one of = != > < >= <= ~")
+        key, op, raw = match.groups()
+        value = _filter_value(raw)
+        key = _KEY_ALIASES.get(key, key)
+        if key in ITEM_COLUMNS:
+            column = key
+        else:
+            if not re.fullmatch(r"[\w.\-]+", key):
+                raise InputError(f"filter {cond!r}: bad metadata key")
+            if op in ("=", "!="):
+                exists = f"EXISTS (SELECT 1 FROM json_each(items.metadata, '$.\"{key}\"') WHERE value = ?)"
+                clauses.append(exists if op == "=" else f"NOT {exists}")
+                args.append(value)
+                continue
+            column = f"json_extract(items.metadata, '$.\"{key}\"')"
+        if op == "~":
+            clauses.append(f"{column} GLOB ?")
+            args.append(str(value))
+        else:
+            clauses.append(f"{column} {op} ?")
+            args.append(value)
+    return " AND ".join(clauses) or "1", args
+
+
+# -- locking ----------------------------------------------------------------------------
+@contextmanager
+def writer_lock(directory: Path, timeout: float):
+    """Exclusive advisory lock on the collection; waits up to ``timeout`` seconds."""
+    path = directory / LOCK_FILE
+    fh = open(path, "a+")
+    deadline = time.monotonic() + max(0.0, timeout)
+    while True:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                fh.close()
+                raise CollectionError(
+                    f"collection {directory} is locked by another writer ({holder}); "
+                    "wait for it to finish or pass a longer lock timeout") from None
+            time.sleep(0.1)
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        yield
+    finally:
+        fh.seek(0)
+        fh.truncate()
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        fh.close()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    from .index.faiss import atomic_write_bytes
+
+    atomic_write_bytes(path, text.encode())
+
+
+class Collection:
+    """A searchable collection of images on disk. Use :meth:`create` or :meth:`open`.
+
+    Example:
+        >>> coll = Collection.create("photos.lookalike", descriptors=["color:space=hsv"])
+        >>> coll.add("photos/")
+        >>> coll.search("query.jpg", k=5)[0].hits
+    """
+
+    def __init__(self, directory: Path, manifest: dict, lock_timeout: float = 60.0):
+        self.directory = directory
+        self.manifest = manifest
+        self.lock_timeout = lock_timeout
+        self._db = self._connect()
+        self._descriptors: dict[str, Descriptor] = {}
+        self._indexes: dict[str, Any] = {}
+
+    # -- opening ----------------------------------------------------------------------
+    @classmethod
+    def create(cls, directory: str | os.PathLike, descriptors: Sequence[str] = ("color",),
+               index: str = "auto", exist_ok: bool = False, lock_timeout: float = 60.0) -> "Collection":
+        """Create a new collection directory.
+
+        Args:
+            descriptors: spec strings; each gets a key (its family name, numbered on repeats).
+            index: index spec used for every descriptor (``auto`` picks by size).
+        """
+        directory = Path(directory)
+        if (directory / MANIFEST).exists():
+            if not exist_ok:
+                raise CollectionError(f"{directory} already holds a collection")
+            return cls.open(directory, lock_timeout=lock_timeout)
+        if directory.exists() and any(directory.iterdir()):
+            raise CollectionError(f"{directory} exists and is not an empty directory or a collection")
+        if not descriptors:
+            raise ConfigError("a collection needs at least one descriptor")
+        from .index.base import parse_index_spec
+
+        parse_index_spec(index)
+        entries: dict[str, dict] = {}
+        for spec in descriptors:
+            d = make_descriptor(spec)
+            key = d.name
+            n = 2
+            while key in entries:
+                key, n = f"{d.name}{n}", n + 1
+            entries[key] = {"spec": d.spec, "dim": d.dim, "metric": d.metric,
+                            "requires_fit": d.requires_fit, "index": index}
+        manifest = {"format_version": FORMAT_VERSION, "created": time.time(),
+                    "default_descriptor": next(iter(entries)), "descriptors": entries}
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / INDEX_DIR).mkdir(exist_ok=True)
+        _atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=2))
+        return cls(directory, manifest, lock_timeout)
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike, lock_timeout: float = 60.0) -> "Collection":
+        """Open an existing collection (readers never need the lock)."""
+        directory = Path(directory)
+        path = directory / MANIFEST
+        if not path.exists():
+            raise CollectionError(f"{directory} is not a lookalike collection (no {MANIFEST})")
+        try:
+            manifest = json.loads(path.read_text())
+        except ValueError as exc:
+            raise CollectionError(f"{path}: manifest is corrupt ({exc})") from None
+        version = manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise CollectionError(f"{path}: collection format {version} is not supported "
+                                  f"(this lookalike reads {FORMAT_VERSION})")
+        return cls(directory, manifest, lock_timeout)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.directory / DATABASE, timeout=60.0, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+        db.executescript(SCHEMA)
+        try:
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
+        except sqlite3.DatabaseError as exc:
+            raise CollectionError(f"{self.directory / DATABASE}: {exc}") from None
+        return db
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "Collection":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- descriptors ------------------------------------------------------------------
+    @property
+    def descriptor_keys(self) -> list[str]:
+        return list(self.manifest["descriptors"])
+
+    def descriptor(self, key: str | None = None) -> Descriptor:
+        """The (fitted, when it learns) descriptor stored under ``key``."""
+        key = self._key(key)
+        if key not in self._descriptors:
+            d = make_descriptor(self.manifest["descriptors"][key]["spec"])
+            row = self._db.execute("SELECT state FROM descriptor_state WHERE descriptor=?", (key,)).fetchone()
+            if row:
+                d.load_state(row[0])
+            self._descriptors[key] = d
+        return self._descriptors[key]
+
+    def _key(self, key: str | None) -> str:
+        key = key or self.manifest["default_descriptor"]
+        if key not in self.manifest["descriptors"]:
+            raise ConfigError(f"no descriptor {key!r} in this collection; have: {', '.join(self.descriptor_keys)}")
+        return key
+
+    @property
+    def generation(self) -> int:
+        return int(self._db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM items WHERE status='ok'").fetchone()[0]
+
+    # -- adding -----------------------------------------------------------------------
+    def _plan(self, paths: list[Path], force: bool) -> tuple[list[Job], int]:
+        known = {row[0]: row[1:] for row in self._db.execute(
+            "SELECT path, size, mtime, content_hash, status, id FROM items")}
+        complete: dict[int, int] = {}
+        for item_id, count in self._db.execute("SELECT item_id, COUNT(*) FROM vectors GROUP BY item_id"):
+            complete[item_id] = count
+        n_keys = len(self.descriptor_keys)
+        jobs, unchanged = [], 0
+        for path in paths:
+            key = str(path)
+            try:
+                stat = path.stat()
+            except OSError:
+                jobs.append(Job(key))
+                continue
+            if key in known and not force:
+                size, mtime, chash, status, item_id = known[key]
+                same_stat = size == stat.st_size and mtime == stat.st_mtime
+                if status == "ok" and complete.get(item_id, 0) < n_keys:
+                    have = {r[0] for r in self._db.execute(
+                        "SELECT descriptor FROM vectors WHERE item_id=?", (item_id,))}
+                    jobs.append(Job(key, keys=tuple(k for k in self.descriptor_keys if k not in have)))
+                    continue
+                if same_stat:
+                    unchanged += 1
+                    continue
+                jobs.append(Job(key, known_hash=chash if status == "ok" else None))
+            else:
+                jobs.append(Job(key))
+        return jobs, unchanged
+
+    def fit(self, sources: Sequence[ImageSource], sample: int = 1000, seed: int = 0,
+            keys: Iterable[str] | None = None, refit: bool = False) -> list[str]:
+        """Fit learned descriptors on a random sample of ``sources``; stores their state.
+
+        Returns the keys that were fitted. Already fitted ones are left alone unless
+        ``refit`` (which also drops their vectors, since they change meaning).
+        """
+        fitted = []
+        with writer_lock(self.directory, self.lock_timeout):
+            for key in list(keys or self.descriptor_keys):
+                d = make_descriptor(self.manifest["descriptors"][key]["spec"])
+                if not d.requires_fit:
+                    continue
+                if self.descriptor(key).is_fitted and not refit:
+                    continue
+                chosen = list(sources)
+                random.Random(seed).shuffle(chosen)
+                pixels = []
+                for source in chosen:
+                    if len(pixels) >= sample:
+                        break
+                    try:
+                        pixels.append(load_image(source, mode=d.image_mode, max_side=d.max_side).pixels)
+                    except ImageLoadError:
+                        continue
+                if not pixels:
+                    raise InputError(f"cannot fit {key!r}: none of the sample images could be read")
+                d._fit_pixels(pixels)
+                with self._transaction() as db:
+                    db.execute("INSERT OR REPLACE INTO descriptor_state VALUES (?, ?)", (key, d.save_state()))
+                    db.execute("DELETE FROM vectors WHERE descriptor=?", (key,))
+                self._descriptors[key] = d
+                self._drop_index(key)
+                fitted.append(key)
+        return fitted
+
+    def add(self, sources: str | os.PathLike | Iterable[str | os.PathLike], workers: int = 1,
+            batch_size: int = 64, progress: bool = False, fit_sample: int = 1000,
+            metadata: dict[str, dict] | None = None, force: bool = False,
+            recursive: bool = True) -> AddReport:
+        """Add image files (a folder, a file, or a list of paths); incremental and resumable.
+
+        Unchanged files (same size and mtime, or same content hash) are skipped; changed
+        ones are re-described; each batch commits on its own, so an interrupted run
+        loses nothing already committed and a re-run resumes. Unreadable files are
+        recorded with their reason (``status='error'``) and reported, never fatal.
+
+        Args:
+            workers: extraction processes (1 = in this process).
+            fit_sample: images sampled to fit learned descriptors that are not fitted yet.
+            metadata: optional ``{path: {key: value}}`` merged into item metadata.
+        """
+        started = time.monotonic()
+        paths = self._expand(sources, recursive)
+        report = AddReport()
+        with writer_lock(self.directory, self.lock_timeout):
+            unfitted = [k for k in self.descriptor_keys if not self.descriptor(k).is_fitted]
+        if unfitted:
+            self.fit(paths, sample=fit_sample, keys=unfitted)
+        with writer_lock(self.directory, self.lock_timeout):
+            jobs, report.unchanged = self._plan(paths, force)
+            extra = {str(Path(p).resolve()): m for p, m in (metadata or {}).items()}
+            descriptors = {k: self.descriptor(k) for k in self.descriptor_keys}
+            bar = _progress(progress, len(jobs), "describing")
+            try:
+                for results in extract(jobs, descriptors, workers=workers, batch_size=batch_size):
+                    self._commit(results, report, extra)
+                    bar.advance(len(results))
+            except KeyboardInterrupt:
+                report.interrupted = True
+            finally:
+                bar.close()
+                for key in self.descriptor_keys:
+                    self._refresh_index(key, save=True)
+        report.seconds = time.monotonic() - started
+        if report.interrupted:
+            raise KeyboardInterrupt(f"interrupted; {report.added + report.updated} items committed")
+        return report
+
+    def _expand(self, sources, recursive: bool) -> list[Path]:
+        if isinstance(sources, (str, os.PathLike)):
+            sources = [sources]
+        paths: list[Path] = []
+        for source in sources:
+            p = Path(source)
+            if p.is_dir():
+                paths.extend(iter_image_files(p, recursive=recursive))
+            elif p.exists() or is_image_path(p):
+                paths.append(p)
+            else:
+                raise InputError(f"{p}: no such file or directory")
+        return [p.resolve() for p in paths]
+
+    @contextmanager
+    def _transaction(self):
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _commit(self, results: list[FileResult], report: AddReport, extra: dict[str, dict]) -> None:
+        with self._transaction() as db:
+            generation = int(db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0]) + 1
+            now = time.time()
+            for r in results:
+                row = db.execute("SELECT id, metadata FROM items WHERE path=?", (r.path,)).fetchone()
+                if r.error is not None:
+                    report.failed.append((r.path, r.error))
+                    if row:
+                        db.execute("DELETE FROM vectors WHERE item_id=?", (row[0],))
+                        db.execute("UPDATE items SET status='error', error=?, size=?, mtime=? WHERE id=?",
+                                   (r.error, r.size, r.mtime, row[0]))
+                    else:
+                        db.execute("INSERT INTO items (path, size, mtime, status, error, added_at) "
+                                   "VALUES (?, ?, ?, 'error', ?, ?)", (r.path, r.size, r.mtime, r.error, now))
+                    continue
+                if r.unchanged:
+                    report.unchanged += 1
+                    db.execute("UPDATE items SET size=?, mtime=? WHERE id=?", (r.size, r.mtime, row[0]))
+                    continue
+                meta = json.loads(row[1]) if row else {}
+                meta.update(r.metadata)
+                meta.update(extra.get(r.path, {}))
+                if row:
+                    item_id = row[0]
+                    partial = set(r.vectors) != set(self.descriptor_keys)
+                    db.execute("UPDATE items SET content_hash=?, size=?, mtime=?, width=?, height=?, "
+                               "metadata=?, status='ok', error=NULL WHERE id=?",
+                               (r.content_hash, r.size, r.mtime, r.width, r.height, json.dumps(meta), item_id))
+                    if partial:
+                        report.added += 0
+                    report.updated += 1
+                else:
+                    item_id = db.execute(
+                        "INSERT INTO items (path, content_hash, size, mtime, width, height, metadata, "
+                        "status, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'ok', ?)",
+                        (r.path, r.content_hash, r.size, r.mtime, r.width, r.height, json.dumps(meta), now),
+                    ).lastrowid
+                    report.added += 1
+                db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?)",
+                               [(key, item_id, generation, vec.tobytes()) for key, vec in r.vectors.items()])
+
+    # -- removing ---------------------------------------------------------------------
+    def remove(self, items: Iterable[int | str | os.PathLike]) -> int:
+        """Remove items by id or path; returns how many were removed."""
+        ids = []
+        for item in items:
+            if isinstance(item, (int, np.integer)):
+                ids.append(int(item))
+            else:
+                row = self._db.execute("SELECT id FROM items WHERE path=?",
+                                       (str(Path(item).resolve()),)).fetchone()
+                if row is None:
+                    raise InputError(f"{item}: not in this collection")
+                ids.append(row[0])
+        with writer_lock(self.directory, self.lock_timeout):
+            with self._transaction() as db:
+                db.executemany("DELETE FROM vectors WHERE item_id=?", [(i,) for i in ids])
+                removed = sum(db.execute("DELETE FROM items WHERE id=?", (i,)).rowcount for i in ids)
+            for key in self.descriptor_keys:
+                self._refresh_index(key, save=True)
+        return removed
+
+    def sync(self) -> int:
+        """Drop items whose files no longer exist; returns how many were dropped."""
+        gone = [row[0] for row in self._db.execute("SELECT id, path FROM items") if not Path(row[1]).exists()]
+        return self.remove(gone) if gone else 0
+
+    def update_metadata(self, item: int | str, values: dict[str, Any], replace: bool = False) -> None:
+        """Merge (or replace) an item's metadata."""
+        row = self.get(item)
+        meta = values if replace else {**row["metadata"], **values}
+        with writer_lock(self.directory, self.lock_timeout):
+            with self._transaction() as db:
+                db.execute("UPDATE items SET metadata=? WHERE id=?", (json.dumps(meta), row["id"]))
+
+    # -- reading ----------------------------------------------------------------------
+    def get(self, item: int | str | os.PathLike) -> dict[str, Any]:
+        """One item's row as a dict (metadata decoded)."""
+        if isinstance(item, (int, np.integer)):
+            row = self._db.execute("SELECT * FROM items WHERE id=?", (int(item),)).fetchone()
+        else:
+            row = self._db.execute("SELECT * FROM items WHERE path=?", (str(Path(item).resolve()),)).fetchone()
+        if row is None:
+            raise InputError(f"{item}: not in this collection")
+        return self._row_dict(row)
+
+    def _row_dict(self, row) -> dict[str, Any]:
+        names = ("id", "path", "content_hash", "size", "mtime", "width", "height", "metadata",
+                 "status", "error", "added_at")
+        out = dict(zip(names, row))
+        out["metadata"] = json.loads(out["metadata"] or "{}")
+        return out
+
+    def items(self, where: str | Sequence[str] | None = None, status: str | None = "ok") -> list[dict[str, Any]]:
+        clause, args = compile_filter(where)
+        if status:
+            clause, args = f"({clause}) AND status=?", args + [status]
+        return [self._row_dict(r) for r in self._db.execute(f"SELECT * FROM items WHERE {clause} ORDER BY id", args)]
+
+    def failures(self) -> list[tuple[str, str]]:
+        return list(self._db.execute("SELECT path, error FROM items WHERE status='error' ORDER BY path"))
+
+    def vectors(self, key: str | None = None, ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Stored ``(ids (n,) int64, vectors (n, code_size))`` for one descriptor."""
+        key = self._key(key)
+        d = self.descriptor(key)
+        if ids is None:
+            rows = self._db.execute("SELECT item_id, vector FROM vectors WHERE descriptor=? ORDER BY item_id", (key,))
+        else:
+            wanted = ",".join(str(int(i)) for i in ids) or "NULL"
+            rows = self._db.execute(f"SELECT item_id, vector FROM vectors WHERE descriptor=? AND item_id IN ({wanted}) "
+                                    "ORDER BY item_id", (key,))
+        rows = rows.fetchall()
+        out_ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        data = np.frombuffer(b"".join(r[1] for r in rows), dtype=d.dtype).reshape(len(rows), d.code_size)
+        return out_ids, data
+
+    # -- indexes ----------------------------------------------------------------------
+    def _index_path(self, key: str) -> Path:
+        return self.directory / INDEX_DIR / f"{key}.lkidx"
+
+    def _drop_index(self, key: str) -> None:
+        self._indexes.pop(key, None)
+        self._index_path(key).unlink(missing_ok=True)
+
+    def index(self, key: str | None = None):
+        """The up-to-date FAISS index of a descriptor (refreshed from stored vectors)."""
+        key = self._key(key)
+        return self._refresh_index(key, save=False)
+
+    def _refresh_index(self, key: str, save: bool):
+        from .index.base import resolve_auto_spec
+        from .index.faiss import FaissIndex
+
+        generation = self.generation
+        cached = self._indexes.get(key)
+        if cached is not None and cached[1] == generation:
+            return cached[0]
+        entry = self.manifest["descriptors"][key]
+        index, index_gen = None, -1
+        if cached is not None:
+            index, index_gen = cached
+        elif self._index_path(key).exists():
+            try:
+                index, extra = FaissIndex.load_with_extra(self._index_path(key))
+                index_gen = int(extra.get("generation", -1))
+            except CollectionError:
+                index = None  # a damaged cache: rebuild from the vectors
+        n_vectors = self._db.execute("SELECT COUNT(*) FROM vectors WHERE descriptor=?", (key,)).fetchone()[0]
+        requested = entry.get("index", "auto")
+        if index is not None and requested.startswith("auto"):
+            wanted, _ = resolve_auto_spec(n_vectors, entry["dim"], entry["metric"])
+            if wanted.split(":")[0] != index.spec.split(":")[0]:
+                index = None  # the collection outgrew (or shrank below) the chosen kind
+        if index is not None and index_gen >= 0:
+            live_db = np.fromiter((r[0] for r in self._db.execute(
+                "SELECT item_id FROM vectors WHERE descriptor=?", (key,))), dtype=np.int64)
+            stale_rows = self._db.execute(
+                "SELECT item_id FROM vectors WHERE descriptor=? AND generation>?", (key, index_gen)).fetchall()
+            changed = np.array([r[0] for r in stale_rows], dtype=np.int64)
+            gone = np.setdiff1d(index.ids, live_db)
+            index.remove(np.concatenate([gone, changed]))
+            if len(changed):
+                ids, vecs = self.vectors(key, ids=changed.tolist())
+                index.add(vecs, ids)
+            if index.n_removed > REBUILD_TOMBSTONE_FRACTION * max(1, index.ntotal + index.n_removed):
+                index = None
+        else:
+            index = None
+        if index is None:
+            ids, vecs = self.vectors(key)
+            index = FaissIndex(requested, entry["dim"], entry["metric"], n_hint=len(ids))
+            if len(ids):
+                train = vecs
+                if len(vecs) > 200_000:
+                    train = vecs[np.random.default_rng(0).choice(len(vecs), 200_000, replace=False)]
+                if not index.is_trained:
+                    try:
+                        index.train(train)
+                    except InputError:
+                        # Too few vectors for the requested quantiser: exact search until they grow.
+                        index = FaissIndex("flat", entry["dim"], entry["metric"], n_hint=len(ids))
+                        index.auto_reason = f"too few vectors ({len(ids)}) to train {requested!r}; exact for now"
+                index.add(vecs, ids)
+        if save:
+            index.save(self._index_path(key), extra={"generation": generation})
+        self._indexes[key] = (index, generation)
+        return index
+
+    def set_index(self, spec: str, key: str | None = None) -> None:
+        """Switch a descriptor's index spec and rebuild it."""
+        from .index.base import parse_index_spec
+
+        parse_index_spec(spec)
+        key = self._key(key)
+        with writer_lock(self.directory, self.lock_timeout):
+            self.manifest["descriptors"][key]["index"] = spec
+            _atomic_write_text(self.directory / MANIFEST, json.dumps(self.manifest, indent=2))
+            self._drop_index(key)
+            self._refresh_index(key, save=True)
+
+    # -- searching --------------------------------------------------------------------
+    def describe_query(self, query: ImageSource, key: str | None = None) -> np.ndarray:
+        """Descriptor vector ``(1, code_size)`` of a query image (path, bytes, array, PIL)."""
+        return self.descriptor(key).transform([query])
+
+    def search(self, queries: ImageSource | Sequence[ImageSource], k: int = 10, descriptor: str | None = None,
+               where: str | Sequence[str] | None = None, **knobs) -> list[QueryResult]:
+        """Find the items most similar to each query image.
+
+        Args:
+            queries: one image or a list (paths, bytes, arrays, PIL images).
+            k: hits per query.
+            descriptor: which stored descriptor to search (default: the manifest's).
+            where: metadata filter, e.g. ``"width>200"`` or ``"tag=cat"``.
+            **knobs: index search knobs (``nprobe``, ``efSearch``).
+
+        Returns:
+            One :class:`QueryResult` per query, hits nearest first.
+        """
+        single = isinstance(queries, (str, bytes, os.PathLike)) or hasattr(queries, "getpixel") or (
+            isinstance(queries, np.ndarray) and queries.ndim in (2, 3))
+        items = [queries] if single else list(queries)
+        d = self.descriptor(descriptor)
+        vectors = d.transform(items)
+        names = [str(q) if isinstance(q, (str, os.PathLike)) else f"<query {i}>" for i, q in enumerate(items)]
+        return self.search_vectors(vectors, k=k, descriptor=descriptor, where=where, names=names, **knobs)
+
+    def search_item(self, item: int | str, k: int = 10, descriptor: str | None = None,
+                    where: str | Sequence[str] | None = None, exclude_self: bool = True, **knobs) -> QueryResult:
+        """Search with a stored item's own vector (no image decoding)."""
+        row = self.get(item)
+        _, vec = self.vectors(descriptor, ids=[row["id"]])
+        if len(vec) == 0:
+            raise InputError(f"item {row['path']} has no {self._key(descriptor)!r} vector (status {row['status']})")
+        result = self.search_vectors(vec, k=k + int(exclude_self), descriptor=descriptor, where=where,
+                                     names=[row["path"]], **knobs)[0]
+        if exclude_self:
+            result.hits = [h for h in result.hits if h.id != row["id"]][:k]
+        return result
+
+    def search_vectors(self, vectors: np.ndarray, k: int = 10, descriptor: str | None = None,
+                       where: str | Sequence[str] | None = None, names: Sequence[str] | None = None,
+                       **knobs) -> list[QueryResult]:
+        """Search with descriptor vectors ``(n, code_size)``."""
+        key = self._key(descriptor)
+        index = self.index(key)
+        allowed = None
+        if where is not None:
+            clause, args = compile_filter(where)
+            allowed = np.fromiter((r[0] for r in self._db.execute(
+                f"SELECT id FROM items WHERE status='ok' AND ({clause})", args)), dtype=np.int64)
+        result = index.search(vectors, k=k, allowed_ids=allowed, **knobs)
+        return self._hits(result, names or [f"<vector {i}>" for i in range(len(result.ids))])
+
+    def _hits(self, result, names: Sequence[str]) -> list[QueryResult]:
+        wanted = sorted({int(i) for i in result.ids.ravel() if i >= 0})
+        rows = {}
+        for chunk in range(0, len(wanted), 900):
+            part = wanted[chunk:chunk + 900]
+            for row in self._db.execute(
+                    f"SELECT id, path, metadata FROM items WHERE id IN ({','.join('?' * len(part))})", part):
+                rows[row[0]] = row
+        out = []
+        for name, ids, dists in zip(names, result.ids, result.distances):
+            hits = [Hit(int(i), rows[int(i)][1], float(dist), json.loads(rows[int(i)][2]))
+                    for i, dist in zip(ids, dists) if i >= 0 and int(i) in rows]
+            out.append(QueryResult(str(name), hits))
+        return out
+
+    # -- facts ------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        counts = dict(self._db.execute("SELECT status, COUNT(*) FROM items GROUP BY status").fetchall())
+        descriptors = {}
+        for key, entry in self.manifest["descriptors"].items():
+            index = self.index(key)
+            descriptors[key] = {**entry, "fitted": self.descriptor(key).is_fitted,
+                                "vectors": self._db.execute("SELECT COUNT(*) FROM vectors WHERE descriptor=?",
+                                                            (key,)).fetchone()[0],
+                                "index_in_use": index.describe()}
+        size = sum(p.stat().st_size for p in self.directory.rglob("*") if p.is_file())
+        return {"path": str(self.directory), "format_version": self.manifest["format_version"],
+                "items": counts.get("ok", 0), "errors": counts.get("error", 0),
+                "default_descriptor": self.manifest["default_descriptor"], "descriptors": descriptors,
+                "generation": self.generation, "disk_bytes": size}
+
+
+class _NoProgress:
+    def advance(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _RichProgress:
+    def __init__(self, total: int, label: str):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self._progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(),
+                                  TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+        self._progress.start()
+        self._task = self._progress.add_task(label, total=total)
+
+    def advance(self, n: int) -> None:
+        self._progress.advance(self._task, n)
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+def _progress(enabled: bool, total: int, label: str):
+    return _RichProgress(total, label) if enabled and total else _NoProgress()
+
+
+def open_collection(path: str | os.PathLike) -> Collection:
+    """Open an existing collection directory."""
+    return Collection.open(path)

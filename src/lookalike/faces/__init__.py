@@ -1,0 +1,31 @@
+"""Faces: detect, align (5 landmarks), embed (128-d dlib ResNet), verify, cluster.
+
+Importing this package does not import dlib; models load on first use.
+
+    >>> pipe = FacePipeline(upsample=1, select="center")
+    >>> a = pipe.embed_one("a.jpg"); b = pipe.embed_one("b.jpg")
+    >>> verify(a.descriptor, b.descriptor, threshold=0.6)
+    {'distance': 0.41, 'threshold': 0.6, 'same': True}
+"""
+from .align import FaceAligner
+from .cluster import agglomerative, chinese_whispers
+from .detect import Detection, FaceDetector
+from .embed import DESCRIPTOR_DIM, FaceEmbedder
+from .pipeline import Face, FaceNotFound, FacePipeline, select_face
+from .verify import (
+    DEFAULT_THRESHOLD,
+    LabelledPair,
+    calibrate_on_lfw,
+    calibrate_threshold,
+    face_distance,
+    pair_distances,
+    read_lfw_pairs,
+    verify,
+)
+
+__all__ = [
+    "DEFAULT_THRESHOLD", "DESCRIPTOR_DIM", "Detection", "Face", "FaceAligner", "FaceDetector",
+    "FaceEmbedder", "FaceNotFound", "FacePipeline", "LabelledPair", "agglomerative",
+    "calibrate_on_lfw", "calibrate_threshold", "chinese_whispers", "face_distance",
+    "pair_distances", "read_lfw_pairs", "select_face", "verify",
+]

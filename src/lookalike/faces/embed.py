@@ -1,0 +1,68 @@
+"""128-d face descriptors from aligned chips (dlib's ResNet, 99.38% on colour LFW)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ._models import import_dlib, model_path
+
+DESCRIPTOR_DIM = 128
+
+
+class FaceEmbedder:
+    """Map aligned 150x150 chips to 128-d descriptors; compare them by Euclidean distance.
+
+    Args:
+        num_jitters: dlib's test-time jitter: each chip is randomly shifted/zoomed/
+            flipped this many times and the descriptors averaged (0 or 1 = none; cost
+            grows linearly).
+        mirror: also embed the horizontally flipped chip and average the two
+            descriptors (2x cost).
+        batch_size: chips per call to dlib (one batched call is a little cheaper per
+            chip than one call per chip).
+    """
+
+    def __init__(self, num_jitters: int = 0, mirror: bool = False, batch_size: int = 16):
+        self.num_jitters = int(num_jitters)
+        self.mirror = bool(mirror)
+        self.batch_size = int(batch_size)
+        self._model = None
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_model"] = None
+        return state
+
+    def _load(self):
+        if self._model is None:
+            self._model = import_dlib().face_recognition_model_v1(model_path("resnet"))
+        return self._model
+
+    def _raw(self, chips: list[np.ndarray]) -> np.ndarray:
+        model = self._load()
+        out = np.empty((len(chips), DESCRIPTOR_DIM), dtype=np.float32)
+        for start in range(0, len(chips), self.batch_size):
+            batch = [np.ascontiguousarray(c) for c in chips[start : start + self.batch_size]]
+            # Overload "list of aligned chips": one forward pass for the whole batch.
+            vectors = model.compute_face_descriptor(batch, self.num_jitters)
+            out[start : start + len(batch)] = np.array([np.array(v) for v in vectors], dtype=np.float32)
+        return out
+
+    def embed(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        """Descriptors of aligned chips.
+
+        Args:
+            chips: ``uint8`` ``(150, 150, 3)`` arrays cut by :class:`FaceAligner`.
+
+        Returns:
+            ``float32`` ``(n, 128)``; compare with Euclidean distance (smaller = more
+            alike; about 0.6 separates same from different people).
+        """
+        chips = list(chips)
+        if not chips:
+            return np.zeros((0, DESCRIPTOR_DIM), dtype=np.float32)
+        if not self.mirror:
+            return self._raw(chips)
+        both = self._raw(chips + [np.ascontiguousarray(c[:, ::-1]) for c in chips])
+        return (both[: len(chips)] + both[len(chips) :]) / 2.0

@@ -1,0 +1,227 @@
+"""Image loading and validation: one place that turns files, bytes or arrays into pixels.
+
+Every failure raises :class:`~lookalike.errors.ImageLoadError` naming the source and
+the reason. Orientation (EXIF), palette/alpha, CMYK, 16-bit and gray inputs are
+normalised here so descriptors only ever see ``uint8`` arrays of the mode they ask for.
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageLoadError
+
+#: Largest accepted image, in pixels (about 16k x 10k). Larger files are refused before
+#: decoding, which guards against decompression bombs.
+MAX_PIXELS = 178_956_970
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".pgm", ".ppm",
+     ".pbm", ".pnm", ".jfif"}
+)
+
+ImageSource = Union[str, os.PathLike, bytes, np.ndarray, Image.Image]
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """Decoded pixels plus facts about the original file.
+
+    Attributes:
+        pixels: ``uint8`` array, ``(H, W, 3)`` for RGB or ``(H, W)`` for L.
+        width, height: size of the original image after EXIF rotation (before any
+            reduced-size decoding).
+        source: a printable name of where it came from.
+    """
+
+    pixels: np.ndarray
+    width: int
+    height: int
+    source: str
+
+
+def is_image_path(path: Union[str, os.PathLike]) -> bool:
+    """True when the file extension is one lookalike reads."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def iter_image_files(root: Union[str, os.PathLike], recursive: bool = True) -> list[Path]:
+    """Image files under ``root`` (by extension), sorted for deterministic order."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise ImageLoadError(root, "no such file or directory")
+    pattern = root.rglob("*") if recursive else root.glob("*")
+    return sorted(p for p in pattern if p.is_file() and is_image_path(p))
+
+
+def _source_name(source: ImageSource) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, bytes):
+        return "<bytes>"
+    if isinstance(source, np.ndarray):
+        return "<array>"
+    return "<PIL image>"
+
+
+def _open(source: ImageSource, name: str) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, np.ndarray):
+        return _from_array(source, name)
+    try:
+        if isinstance(source, bytes):
+            if not source:
+                raise ImageLoadError(name, "empty data")
+            return Image.open(io.BytesIO(source))
+        path = Path(source)
+        if not path.exists():
+            raise ImageLoadError(name, "no such file")
+        if path.is_dir():
+            raise ImageLoadError(name, "is a directory, not an image file")
+        if path.stat().st_size == 0:
+            raise ImageLoadError(name, "empty file (0 bytes)")
+        return Image.open(path)
+    except ImageLoadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageLoadError(name, "not a recognised image format") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(name, f"image too large (decompression bomb guard): {exc}") from None
+    except OSError as exc:
+        raise ImageLoadError(name, f"cannot open: {exc}") from None
+
+
+def _from_array(array: np.ndarray, name: str) -> Image.Image:
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
+        raise ImageLoadError(name, f"array of shape {array.shape} is not an image (H,W[,1|3|4])")
+    if array.size == 0:
+        raise ImageLoadError(name, "empty array")
+    if array.dtype != np.uint8:
+        if np.issubdtype(array.dtype, np.floating):
+            array = np.clip(array * (255.0 if array.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+        elif array.dtype == np.uint16:
+            array = (array >> 8).astype(np.uint8)
+        else:
+            array = np.clip(array, 0, 255).astype(np.uint8)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    return Image.fromarray(array)
+
+
+def _to_mode(img: Image.Image, mode: str) -> Image.Image:
+    """Convert any Pillow mode to RGB or L, compositing alpha on white."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16/32-bit gray: scale to 8 bits by the type's range rather than clipping.
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr * 255.0 / top, 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        img = Image.fromarray(scaled.astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode == "1":
+        img = img.convert("L")
+    if img.mode != mode:
+        img = img.convert(mode)  # CMYK, YCbCr, LAB, RGB<->L
+    return img
+
+
+def load_image(
+    source: ImageSource,
+    mode: str = "RGB",
+    max_side: int | None = None,
+) -> LoadedImage:
+    """Decode one image into a ``uint8`` array.
+
+    Args:
+        source: a path, encoded bytes, a PIL image, or an ``(H, W[, C])`` array.
+        mode: ``"RGB"`` gives ``(H, W, 3)``; ``"L"`` gives ``(H, W)``.
+        max_side: when set, the decoder may return a smaller image whose longer side is
+            still at least ``max_side`` (JPEG draft mode), and the result is then
+            resized so its longer side is at most ``max_side``. ``None`` keeps full size.
+
+    Returns:
+        A :class:`LoadedImage` (``width``/``height`` are of the original, EXIF-rotated).
+
+    Raises:
+        ImageLoadError: unreadable, empty, truncated, too large, or not an image.
+    """
+    if mode not in ("RGB", "L"):
+        raise ValueError(f"mode must be 'RGB' or 'L', not {mode!r}")
+    name = _source_name(source)
+    img = _open(source, name)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            width, height = img.size
+            if width * height > MAX_PIXELS:
+                raise ImageLoadError(
+                    name, f"image too large: {width}x{height} pixels exceeds the limit of {MAX_PIXELS}"
+                )
+            if width == 0 or height == 0:
+                raise ImageLoadError(name, "image has zero width or height")
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)  # animated GIF/WebP/TIFF: first frame
+            orientation = img.getexif().get(0x0112, 1) if hasattr(img, "getexif") else 1
+            if orientation in (5, 6, 7, 8):
+                width, height = height, width
+            if max_side is not None and img.format == "JPEG":
+                # Draft mode decodes at 1/2, 1/4 or 1/8 scale: far cheaper for big photos.
+                img.draft(img.mode if img.mode in ("RGB", "L") else None, (max_side, max_side))
+            img.load()
+            img = ImageOps.exif_transpose(img) if orientation != 1 else img
+            img = _to_mode(img, mode)
+            if max_side is not None and max(img.size) > max_side:
+                scale = max_side / max(img.size)
+                new_size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+                img = img.resize(new_size, Image.BILINEAR, reducing_gap=2.0)
+            pixels = np.asarray(img, dtype=np.uint8)
+    except ImageLoadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageLoadError(name, f"image too large (decompression bomb guard): {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        reason = str(exc) or type(exc).__name__
+        if "truncated" in reason.lower():
+            reason = f"truncated or corrupt file ({reason})"
+        raise ImageLoadError(name, f"cannot decode: {reason}") from None
+    return LoadedImage(pixels=pixels, width=int(width), height=int(height), source=name)
+
+
+def load_pixels(source: ImageSource, mode: str = "RGB", max_side: int | None = None) -> np.ndarray:
+    """Shortcut for ``load_image(...).pixels``."""
+    return load_image(source, mode=mode, max_side=max_side).pixels
+
+
+def load_many(
+    sources: Iterable[ImageSource], mode: str = "RGB", max_side: int | None = None
+) -> tuple[list[np.ndarray], list[ImageLoadError]]:
+    """Load a batch, collecting failures instead of stopping at the first.
+
+    Returns:
+        (pixels of the images that loaded, in order; the errors of those that did not).
+    """
+    loaded, failed = [], []
+    for source in sources:
+        try:
+            loaded.append(load_pixels(source, mode=mode, max_side=max_side))
+        except ImageLoadError as exc:
+            failed.append(exc)
+    return loaded, failed

@@ -1,0 +1,80 @@
+"""Index-independent pieces: the search result, spec parsing and the ``auto`` policy."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ConfigError
+
+INDEX_KINDS = ("flat", "hnsw", "ivf", "pq", "ivfpq", "ivfpqfs", "binary", "auto", "faiss")
+
+#: Below this many vectors exact search is fast enough (a few ms per query at 1280-d);
+#: above it ``auto`` switches to an approximate index.
+AUTO_EXACT_LIMIT = 50_000
+#: Above this many vectors ``auto`` compresses (IVF-PQ with exact re-ranking) to keep RAM low.
+AUTO_COMPRESS_LIMIT = 2_000_000
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Top-k neighbours of a batch of queries.
+
+    Attributes:
+        ids: ``(n_queries, k) int64``; ``-1`` pads rows with fewer than k hits.
+        distances: ``(n_queries, k) float32``, ascending per row (smaller = closer):
+            Euclidean distance for ``l2``, ``1 - cosine`` for ``cosine``, ``-inner product``
+            for ``ip``, bit count for ``hamming``; ``inf`` where the id is ``-1``.
+    """
+
+    ids: np.ndarray
+    distances: np.ndarray
+
+    def __iter__(self):  # allows ``ids, distances = index.search(...)``
+        yield self.ids
+        yield self.distances
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def parse_index_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``"hnsw:M=32,efSearch=64"`` -> ``("hnsw", {"M": "32", "efSearch": "64"})``;
+    ``"faiss:IVF256,PQ16"`` -> ``("faiss", {"factory": "IVF256,PQ16"})`` (passed through)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError("empty index spec")
+    kind, _, rest = spec.strip().partition(":")
+    kind = kind.strip().lower()
+    if kind not in INDEX_KINDS:
+        raise ConfigError(f"unknown index {kind!r}; valid: {', '.join(INDEX_KINDS)} "
+                          "(or 'faiss:<factory string>')")
+    if kind == "faiss":
+        if not rest.strip():
+            raise ConfigError("'faiss:' needs a FAISS factory string, e.g. faiss:IVF256,PQ16")
+        return kind, {"factory": rest.strip()}
+    params = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = part.partition("=")
+        if not eq:
+            raise ConfigError(f"index spec {spec!r}: {part!r} is not key=value")
+        params[key.strip()] = value.strip()
+    return kind, params
+
+
+def resolve_auto_spec(n_vectors: int, dim: int, metric: str) -> tuple[str, str]:
+    """The concrete index spec ``auto`` stands for at this size, and why.
+
+    Returns:
+        ``(spec, reason)``.
+    """
+    if metric == "hamming":
+        return "binary", "binary hashes: exact Hamming search is cheap (popcount) at any size here"
+    if n_vectors <= AUTO_EXACT_LIMIT:
+        return "flat", f"{n_vectors} vectors <= {AUTO_EXACT_LIMIT}: exact search is fast enough"
+    if n_vectors <= AUTO_COMPRESS_LIMIT:
+        return ("hnsw:M=32,efConstruction=80,efSearch=96",
+                f"{n_vectors} vectors > {AUTO_EXACT_LIMIT}: HNSW graph (recall ~0.95+ at efSearch=96)")
+    nlist = int(min(65536, 4 * np.sqrt(n_vectors)))
+    m = next(m for m in (64, 48, 32, 16, 8, 4, 2, 1) if dim % m == 0 and m <= dim // 2 or m == 1)
+    return (f"ivfpqfs:nlist={nlist},m={m},nprobe=32",
+            f"{n_vectors} vectors > {AUTO_COMPRESS_LIMIT}: IVF with 4-bit fast-scan PQ and exact re-ranking")
