@@ -114,7 +114,7 @@ class AddReport:
 
 
 # -- metadata filters -------------------------------------------------------------------
-_FILTER_RE = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*(>=|<=|!=|=|>|<|~)\s*(.*?)\s*$")
+_FILTER_RE = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*(>=|<=|!=|=|>|<|~)\s*([^<>=!~\s].*?)\s*$")
 _KEY_ALIASES = {"tag": "tags"}
 
 
