@@ -41,6 +41,8 @@ INDEX_DIR = "indexes"
 LOCK_FILE = ".lock"
 #: Rebuild an index when this fraction of its entries are tombstones.
 REBUILD_TOMBSTONE_FRACTION = 0.25
+#: Item rows (path, metadata) kept in memory for search results, at most.
+ROW_CACHE_LIMIT = 200_000
 ITEM_COLUMNS = ("id", "path", "content_hash", "size", "mtime", "width", "height", "status",
                 "error", "added_at")
 
@@ -226,6 +228,8 @@ class Collection:
         self._db = self._connect()
         self._descriptors: dict[str, Descriptor] = {}
         self._indexes: dict[str, Any] = {}
+        self._row_cache: dict[int, tuple[str, str]] = {}
+        self._row_cache_generation: int | None = None
 
     # -- opening ----------------------------------------------------------------------
     @classmethod
@@ -725,17 +729,25 @@ class Collection:
         return self._hits(result, names or [f"<vector {i}>" for i in range(len(result.ids))])
 
     def _hits(self, result, names: Sequence[str]) -> list[QueryResult]:
-        wanted = sorted({int(i) for i in result.ids.ravel() if i >= 0})
-        rows = {}
-        for chunk in range(0, len(wanted), 900):
-            part = wanted[chunk:chunk + 900]
-            for row in self._db.execute(
+        # Rows are cached per generation (any write bumps it), so repeated searches
+        # skip SQLite; the cache is bounded so huge collections do not fill memory.
+        generation = self._indexes.get(self._key(None), (None, None))[1]
+        if self._row_cache_generation != generation or len(self._row_cache) > ROW_CACHE_LIMIT:
+            self._row_cache, self._row_cache_generation = {}, generation
+        cache = self._row_cache
+        missing = list({int(i) for i in result.ids.ravel() if i >= 0 and int(i) not in cache})
+        for chunk in range(0, len(missing), 900):
+            part = missing[chunk:chunk + 900]
+            for item_id, path, meta in self._db.execute(
                     f"SELECT id, path, metadata FROM items WHERE id IN ({','.join('?' * len(part))})", part):
-                rows[row[0]] = row
+                cache[item_id] = (path, meta)
         out = []
-        for name, ids, dists in zip(names, result.ids, result.distances):
-            hits = [Hit(int(i), rows[int(i)][1], float(dist), json.loads(rows[int(i)][2]))
-                    for i, dist in zip(ids, dists) if i >= 0 and int(i) in rows]
+        for name, ids, dists in zip(names, result.ids.tolist(), result.distances.tolist()):
+            hits = []
+            for i, dist in zip(ids, dists):
+                row = cache.get(i) if i >= 0 else None
+                if row is not None:
+                    hits.append(Hit(i, row[0], dist, json.loads(row[1]) if row[1] != "{}" else {}))
             out.append(QueryResult(str(name), hits))
         return out
 

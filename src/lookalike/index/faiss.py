@@ -332,7 +332,8 @@ class FaissIndex:
             bitmap = np.packbits(mask, bitorder="little")
             sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
             keep = bitmap
-        params = None if self.is_binary else self._params(self._index, sel, merged)
+        params = None if self.is_binary or (sel is None and not merged) else \
+            self._params(self._index, sel, merged)
         if params is None and not self.is_binary and merged:
             for key, value in merged.items():  # knobs without a params object
                 try:
