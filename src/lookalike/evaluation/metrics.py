@@ -9,7 +9,8 @@ Retrieval (ranked lists, metric-learning sense)
     holds for each query (after removing the query itself and junk), so recall and AP
     stay correct when the ranking is cut at ``k`` before every relevant item is found.
     **Queries with zero relevant items** have no defined recall or AP: every mean below
-    drops them (and says how many in :func:`evaluate`-style dicts via ``n_queries``);
+    drops them (:func:`lookalike.evaluation.report.evaluate_retrieval` reports how
+    many queries were scored as ``n_queries_scored``);
     when every query has zero relevant items the functions raise
     :class:`~lookalike.errors.InputError`. A single-row :func:`average_precision` with
     ``n_relevant == 0`` raises too.
@@ -144,13 +145,22 @@ def precision_at_k(relevant: np.ndarray, k: int, n_relevant: np.ndarray | None =
     return _mean(rel[keep, :k].sum(axis=1) / k)
 
 
+def _hit_precisions(rel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row, 0-based rank and precision@rank of every relevant entry.
+
+    Works on the hits only (memory O(number of hits), not O(n_queries * width)).
+    """
+    rows, cols = np.nonzero(rel)  # row-major: sorted by row, then rank
+    row_start = np.searchsorted(rows, np.arange(rel.shape[0]))
+    hit_number = np.arange(rows.size) - row_start[rows] + 1  # 1 for the first hit of a row
+    return rows, cols, hit_number / (cols + 1.0)
+
+
 def _ap_rows(rel: np.ndarray, n_rel: np.ndarray) -> np.ndarray:
     """AP of every row: sum of precision@i at relevant ranks i, divided by n_rel."""
-    ranks = np.arange(1, rel.shape[1] + 1)
-    hits = np.cumsum(rel, axis=1)
-    precision_at_hits = np.where(rel, hits / ranks, 0.0)
+    rows, _, precision = _hit_precisions(rel)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return precision_at_hits.sum(axis=1) / n_rel
+        return np.bincount(rows, weights=precision, minlength=rel.shape[0]) / n_rel
 
 
 def average_precision(relevant_row: np.ndarray, n_relevant: int) -> float:
@@ -209,11 +219,10 @@ def map_at_r(relevant: np.ndarray, n_relevant: np.ndarray) -> float:
     keep = _query_mask(rel, n_relevant)
     rel = rel[keep]
     n_rel = np.asarray(n_relevant)[keep].astype(np.int64)
-    ranks = np.arange(1, rel.shape[1] + 1)
-    within_r = ranks[None, :] <= n_rel[:, None]
-    rel = rel & within_r
-    hits = np.cumsum(rel, axis=1)
-    scores = np.where(rel, hits / ranks, 0.0).sum(axis=1) / n_rel
+    rows, cols, precision = _hit_precisions(rel)
+    within_r = cols < n_rel[rows]  # only hits among the first R ranks count
+    scores = np.bincount(rows[within_r], weights=precision[within_r],
+                         minlength=rel.shape[0]) / n_rel
     return _mean(scores)
 
 
@@ -238,6 +247,9 @@ def cmc_curve(relevant: np.ndarray, max_rank: int,
 
 def _compact_rows(rel: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """Drop ``~keep`` entries of each row, shift the rest left, pad the end with False."""
+    kept = keep.sum(axis=1)
+    if kept.size and (kept == kept[0]).all():  # common case (leave-one-out): no padding
+        return rel[keep].reshape(rel.shape[0], int(kept[0]))
     order = np.argsort(~keep, axis=1, kind="stable")  # kept entries first, order preserved
     rel = np.take_along_axis(rel, order, axis=1) & np.take_along_axis(keep, order, axis=1)
     width = int(keep.sum(axis=1).max()) if keep.size else 0
@@ -347,6 +359,40 @@ def count_relevant(query_labels: np.ndarray, gallery_labels: np.ndarray,
     return n_rel
 
 
+def _order_key32(d: np.ndarray) -> np.ndarray:
+    """uint32 keys sorting like ``d`` (float32 or <= 32-bit ints); NaN last, -0.0 == 0.0."""
+    if np.issubdtype(d.dtype, np.integer):
+        return (d.astype(np.int64) + 2**31).astype(np.uint32)  # signed/unsigned < 2**31
+    d = np.where(np.isnan(d), np.float32(np.nan), d + np.float32(0.0))  # one NaN, +0.0
+    bits = d.view(np.uint32)
+    return np.where(bits >> 31, ~bits, bits | np.uint32(0x80000000))
+
+
+def _argsort_rows_stable(d: np.ndarray) -> np.ndarray:
+    """Row-wise argsort with ties in index order (= ``kind="stable"``), NaN last.
+
+    Faster paths than numpy's stable argsort: 32-bit values are packed with their
+    column into unique uint64 keys and sorted by value; float64 rows are quicksorted
+    and only rows holding ties or NaN re-sorted stably (ties are rare in float64).
+    """
+    n, m = d.shape
+    if m and (d.dtype == np.float32 or (np.issubdtype(d.dtype, np.integer)
+                                        and d.dtype.itemsize <= 4 and d.dtype != np.uint32)):
+        packed = (_order_key32(d).astype(np.uint64) << np.uint64(32)) | np.arange(m, dtype=np.uint64)
+        packed.sort(axis=1)
+        return (packed & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    if d.dtype != np.float64:
+        return np.argsort(d, axis=1, kind="stable")
+    order = np.argsort(d, axis=1)
+    sorted_d = np.take_along_axis(d, order, axis=1)
+    redo = (sorted_d[:, 1:] == sorted_d[:, :-1]).any(axis=1)
+    if m:
+        redo |= np.isnan(sorted_d[:, -1])
+    if redo.any():
+        order[redo] = np.argsort(d[redo], axis=1, kind="stable")
+    return order
+
+
 def ranked_relevance(distances: np.ndarray, query_labels: np.ndarray,
                      gallery_labels: np.ndarray, exclude_self: bool = False,
                      self_index: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -386,7 +432,7 @@ def ranked_relevance(distances: np.ndarray, query_labels: np.ndarray,
     chunks = []
     for start in range(0, d.shape[0], ROW_CHUNK):
         stop = min(start + ROW_CHUNK, d.shape[0])
-        order = np.argsort(d[start:stop], axis=1, kind="stable")
+        order = _argsort_rows_stable(d[start:stop])
         rel = g[order] == q[start:stop, None]
         if exclude_self:
             rel = _compact_rows(rel, order != self_index[start:stop, None])
@@ -588,7 +634,7 @@ def rank_gallery(distances: np.ndarray, gallery_labels: np.ndarray,
     if d.ndim != 2 or g.shape != (d.shape[1],):
         raise InputError(f"distances {d.shape} and gallery_labels {g.shape} do not match")
     k = d.shape[1] if k is None else _check_k(k, d.shape[1])
-    order = np.argsort(d, axis=1, kind="stable")[:, :k]
+    order = _argsort_rows_stable(d)[:, :k]
     return g[order], -np.take_along_axis(d, order, axis=1)
 
 
