@@ -728,6 +728,80 @@ class Collection:
         result = index.search(vectors, k=k, allowed_ids=allowed, **knobs)
         return self._hits(result, names or [f"<vector {i}>" for i in range(len(result.ids))])
 
+    def search_fused(self, queries: ImageSource | Sequence[ImageSource], k: int = 10,
+                     descriptors: Sequence[str] | None = None, rule: str = "weighted",
+                     weights: Sequence[float] | None = None, candidates: int | None = None,
+                     where: str | Sequence[str] | None = None) -> list[QueryResult]:
+        """Late fusion of several stored descriptors (see :mod:`lookalike.fusion`).
+
+        Args:
+            descriptors: keys to fuse (default: all of the collection's).
+            rule: ``weighted`` (scale-normalised distances, exact re-scoring of the
+                union of candidates) or ``rrf`` (reciprocal-rank fusion).
+            weights: one per descriptor (default: equal).
+            candidates: hits taken from each descriptor's index (default ``max(50, 5k)``).
+
+        Returns:
+            One :class:`QueryResult` per query; ``distance`` is the fused distance
+            (weighted) or ``-score`` (rrf): smaller = closer either way.
+        """
+        from .fusion import check_rule, fuse_rankings, pairwise_distances, typical_distance
+
+        check_rule(rule)
+        keys = list(descriptors or self.descriptor_keys)
+        for key in keys:
+            self._key(key)
+        weights = list(weights) if weights is not None else [1.0] * len(keys)
+        if len(weights) != len(keys):
+            raise ConfigError(f"{len(keys)} descriptors but {len(weights)} weights")
+        single = isinstance(queries, (str, bytes, os.PathLike)) or hasattr(queries, "getpixel") or (
+            isinstance(queries, np.ndarray) and queries.ndim in (2, 3))
+        items = [queries] if single else list(queries)
+        names = [str(q) if isinstance(q, (str, os.PathLike)) else f"<query {i}>" for i, q in enumerate(items)]
+        n_cand = candidates or max(50, 5 * k)
+        allowed = None
+        if where is not None:
+            clause, args = compile_filter(where)
+            allowed = np.fromiter((r[0] for r in self._db.execute(
+                f"SELECT id FROM items WHERE status='ok' AND ({clause})", args)), dtype=np.int64)
+        query_vectors, rankings = {}, {}
+        for key in keys:
+            query_vectors[key] = self.descriptor(key).transform(items)
+            rankings[key] = self.index(key).search(query_vectors[key], k=n_cand, allowed_ids=allowed).ids
+        fused_ids, fused_d = np.full((len(items), k), -1, np.int64), np.full((len(items), k), np.inf, np.float32)
+        for qi in range(len(items)):
+            if rule == "rrf":
+                merged = fuse_rankings([rankings[key][qi].tolist() for key in keys], weights, k)
+            else:
+                union = sorted({int(i) for key in keys for i in rankings[key][qi] if i >= 0})
+                if not union:
+                    continue
+                total = np.zeros(len(union), dtype=np.float64)
+                for key, weight in zip(keys, weights):
+                    ids, vecs = self.vectors(key, ids=union)
+                    position = {int(i): j for j, i in enumerate(ids)}
+                    metric = self.manifest["descriptors"][key]["metric"]
+                    d = pairwise_distances(query_vectors[key][qi:qi + 1], vecs, metric)[0]
+                    scale = self._fusion_scale(key, typical_distance)
+                    per_item = np.array([d[position[i]] if i in position else np.inf for i in union])
+                    total += weight * per_item / scale
+                order = np.argsort(total, kind="stable")[:k]
+                merged = [(union[j], float(total[j])) for j in order]
+            for col, (item, dist) in enumerate(merged):
+                fused_ids[qi, col], fused_d[qi, col] = item, dist
+        from .index.base import SearchResult
+
+        return self._hits(SearchResult(fused_ids, fused_d), names)
+
+    def _fusion_scale(self, key: str, typical_distance) -> float:
+        generation = self.generation
+        cache = getattr(self, "_scales", {})
+        if key not in cache or cache[key][1] != generation:
+            _, vecs = self.vectors(key)
+            cache[key] = (typical_distance(vecs, self.manifest["descriptors"][key]["metric"]), generation)
+            self._scales = cache
+        return cache[key][0]
+
     def _hits(self, result, names: Sequence[str]) -> list[QueryResult]:
         # Rows are cached per generation (any write bumps it), so repeated searches
         # skip SQLite; the cache is bounded so huge collections do not fill memory.

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
-from PIL import Image
 
 from .descriptors.base import Descriptor, make_descriptor
 from .errors import ImageLoadError, LookalikeError
-from .images import load_image
+from .images import adapt_pixels, load_image
 
 HASH_CHUNK = 1 << 20
 
@@ -53,19 +52,6 @@ class Job:
     path: str
     known_hash: str | None = None
     keys: tuple[str, ...] | None = None  # descriptors to compute (None: all)
-
-
-def _derive(pixels: np.ndarray, mode: str, max_side: int | None) -> np.ndarray:
-    """Adapt pixels decoded once (RGB, largest needed size) to one descriptor's request."""
-    img = None
-    if mode == "L" and pixels.ndim == 3:
-        img = Image.fromarray(pixels).convert("L")
-    if max_side is not None and max(pixels.shape[:2]) > max_side:
-        img = img or Image.fromarray(pixels)
-        scale = max_side / max(img.size)
-        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
-                         Image.BILINEAR, reducing_gap=2.0)
-    return pixels if img is None else np.asarray(img)
 
 
 class Extractor:
@@ -107,7 +93,7 @@ class Extractor:
             batch = [(r, p) for r, p, keys in ready if key in keys and r.error is None]
             if not batch:
                 continue
-            pixels = [_derive(p, descriptor.image_mode, descriptor.max_side) for _, p in batch]
+            pixels = [adapt_pixels(p, descriptor.image_mode, descriptor.max_side) for _, p in batch]
             try:
                 vectors = descriptor.transform_pixels(pixels)
                 tags = descriptor.tags(pixels)

@@ -225,3 +225,19 @@ def load_many(
         except ImageLoadError as exc:
             failed.append(exc)
     return loaded, failed
+
+
+def adapt_pixels(pixels: np.ndarray, mode: str, max_side: int | None) -> np.ndarray:
+    """Adapt decoded ``uint8`` pixels to another request: convert RGB<->L and shrink so
+    the longer side is at most ``max_side``, exactly as :func:`load_image` would."""
+    img = None
+    if mode == "L" and pixels.ndim == 3:
+        img = Image.fromarray(pixels).convert("L")
+    elif mode == "RGB" and pixels.ndim == 2:
+        img = Image.fromarray(pixels).convert("RGB")
+    if max_side is not None and max(pixels.shape[:2]) > max_side:
+        img = img or Image.fromarray(pixels)
+        scale = max_side / max(img.size)
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                         Image.BILINEAR, reducing_gap=2.0)
+    return pixels if img is None else np.asarray(img)
