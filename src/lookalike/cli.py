@@ -188,6 +188,42 @@ def descriptors(json_out: bool = typer.Option(False, "--json")) -> None:
 
 
 @app.command()
+def components(
+    data: Path = typer.Argument(..., help="Image folder to fit on (e.g. ../shared/data/orl_faces/full_92x112)."),
+    out: Path = typer.Option(Path("components.png"), "--out", help="PNG to write."),
+    descriptor: List[str] = typer.Option(["pca:components=40", "nmf:components=40", "kmeans:k=40"],
+                                         "--descriptor", "-d", help="Basis descriptor spec, repeatable."),
+    db: Optional[Path] = typer.Option(None, "--db", help="Draw a collection's fitted descriptors instead."),
+    sample: int = typer.Option(1000, "--fit-sample"),
+    n: int = typer.Option(12, "-n", help="Components per panel."),
+) -> None:
+    """Draw learned components (mean face, eigenfaces, NMF parts, k-means centres) as a grid."""
+    from .descriptors import make_descriptor
+    from .evaluation.components_figure import draw_components
+    from .images import iter_image_files
+
+    if db is not None:
+        from .collection import Collection
+
+        with Collection.open(db) as coll:
+            fitted = [coll.descriptor(k) for k in coll.descriptor_keys
+                      if hasattr(coll.descriptor(k), "components_as_images") and coll.descriptor(k).is_fitted]
+    else:
+        files = iter_image_files(data)[:sample]
+        if not files:
+            raise LookalikeError(f"{data}: no image files found")
+        fitted = []
+        for spec in descriptor:
+            d = make_descriptor(spec)
+            if not hasattr(d, "components_as_images"):
+                raise LookalikeError(f"{spec}: not a basis descriptor (pca, nmf, kmeans)")
+            fitted.append(d.fit(files))
+    if not fitted:
+        raise LookalikeError("no fitted basis descriptors to draw")
+    console.print(f"wrote {draw_components(fitted, out, n=n)}")
+
+
+@app.command()
 def demo(
     folder: Optional[Path] = typer.Argument(None, help="Image folder (default: sample photos from installed packages)."),
     out: Path = typer.Option(Path("demo-output"), "--out", help="Where the collection and HTML page go."),
