@@ -80,6 +80,10 @@ def export_onnx_atomic(build_module: Callable[[], Any], path: Path, side: int,
                     output_names=list(output_names), dynamic_axes=dynamic,
                     opset_version=OPSET_VERSION, do_constant_folding=True, dynamo=False,
                 )
+        # mkstemp creates 0600; give the cached file the usual umask-based mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

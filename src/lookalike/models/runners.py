@@ -6,6 +6,7 @@ them when pickled into worker processes.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,11 @@ class TorchRunner:
 def load_torchscript(path: Path | str) -> Any:
     """Load a TorchScript ``.pt`` file on CPU in eval mode."""
     torch = import_torch()
-    module = torch.jit.load(str(path), map_location="cpu")
+    with warnings.catch_warnings():
+        # torch 2.13 marks TorchScript deprecated; loading still works and users may have
+        # such files, so the notice is not repeated on every descriptor.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        module = torch.jit.load(str(path), map_location="cpu")
     module.eval()
     return module
 
