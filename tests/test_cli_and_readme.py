@@ -31,7 +31,7 @@ def test_readme_python_example_runs():
 
 def test_index_search_info_remove_sync(ukbench_dir, tmp_path):
     db = tmp_path / "uk.lk"
-    out = run_cli("index", ukbench_dir, "--db", db, "--workers", "2", "--json")
+    out = run_cli("index", ukbench_dir, "--db", db, "-d", "color", "--workers", "2", "--json")
     report = json.loads(out.stdout)
     assert report["added"] == 16 and report["failed"][0]["path"].endswith("ukbench09268_corrupt.jpg")
 

@@ -199,3 +199,18 @@ def test_open_errors(tmp_path):
     manifest.write_text(json.dumps(data))
     with pytest.raises(CollectionError, match="format 99"):
         Collection.open(tmp_path / "c")
+
+
+def test_search_by_bytes_vector_and_item_agree(ukbench_dir, tmp_path):
+    coll = Collection.create(tmp_path / "c", descriptors=["color"])
+    coll.add(ukbench_dir / "base_images")
+    query = sorted((ukbench_dir / "base_images").glob("*.jpg"))[3]
+    by_file = coll.search(str(query), k=4)[0]
+    by_bytes = coll.search(query.read_bytes(), k=4)[0]
+    vector = coll.descriptor().transform([str(query)])
+    by_vector = coll.search_vectors(vector, k=4)[0]
+    by_item = coll.search_item(str(query), k=3)
+    ids = [h.id for h in by_file.hits]
+    assert [h.id for h in by_bytes.hits] == ids == [h.id for h in by_vector.hits]
+    assert [h.id for h in by_item.hits] == ids[1:]
+    assert by_bytes.query == "<query 0>"
