@@ -214,3 +214,17 @@ def test_search_by_bytes_vector_and_item_agree(ukbench_dir, tmp_path):
     assert [h.id for h in by_bytes.hits] == ids == [h.id for h in by_vector.hits]
     assert [h.id for h in by_item.hits] == ids[1:]
     assert by_bytes.query == "<query 0>"
+
+
+def test_shards_partition_the_files(ukbench_dir, tmp_path):
+    from lookalike.collection import path_shard
+
+    files = sorted((ukbench_dir / "base_images").glob("*.jpg"))
+    parts = []
+    for i in range(3):
+        coll = Collection.create(tmp_path / f"s{i}", descriptors=["color"])
+        coll.add(files, shard=(i, 3))
+        parts.append({Path(r["path"]).name for r in coll.items()})
+    assert set().union(*parts) == {f.name for f in files}
+    assert sum(len(p) for p in parts) == len(files)
+    assert all(path_shard(f.resolve(), 3) == i for i, p in enumerate(parts) for f in files if f.name in p)

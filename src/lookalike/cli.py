@@ -59,12 +59,22 @@ def index(
     fit_sample: int = typer.Option(1000, "--fit-sample", help="Images sampled to fit learned descriptors."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/n: index only shard i of n (0-based)."),
 ) -> None:
     """Add image files to a collection (incremental: unchanged files are skipped)."""
+    shard_pair = None
+    if shard is not None:
+        try:
+            i, n = (int(v) for v in shard.split("/"))
+        except ValueError:
+            raise LookalikeError(f"--shard {shard!r}: expected i/n, e.g. 0/4") from None
+        if not 0 <= i < n:
+            raise LookalikeError(f"--shard {shard!r}: need 0 <= i < n")
+        shard_pair = (i, n)
     coll = _open_or_create(db, descriptor, index_spec)
     with coll:
         report = coll.add(folder, workers=workers, batch_size=batch_size, fit_sample=fit_sample,
-                          progress=progress and not json_out and sys.stderr.isatty())
+                          progress=progress and not json_out and sys.stderr.isatty(), shard=shard_pair)
         if json_out:
             _print_json(report.to_dict())
             return

@@ -206,6 +206,16 @@ def writer_lock(directory: Path, timeout: float):
         fh.close()
 
 
+def path_shard(path: str | os.PathLike, n_shards: int) -> int:
+    """Stable shard number of a path (BLAKE2b of its text, not Python's salted hash)."""
+    import hashlib
+
+    if n_shards < 1:
+        raise InputError(f"number of shards must be >= 1, got {n_shards}")
+    digest = hashlib.blake2b(str(path).encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % n_shards
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     from .index.faiss import atomic_write_bytes
 
@@ -406,7 +416,7 @@ class Collection:
     def add(self, sources: str | os.PathLike | Iterable[str | os.PathLike], workers: int = 1,
             batch_size: int = 64, progress: bool = False, fit_sample: int = 1000,
             metadata: dict[str, dict] | None = None, force: bool = False,
-            recursive: bool = True) -> AddReport:
+            recursive: bool = True, shard: tuple[int, int] | None = None) -> AddReport:
         """Add image files (a folder, a file, or a list of paths); incremental and resumable.
 
         Unchanged files (same size and mtime, or same content hash) are skipped; changed
@@ -418,9 +428,13 @@ class Collection:
             workers: extraction processes (1 = in this process).
             fit_sample: images sampled to fit learned descriptors that are not fitted yet.
             metadata: optional ``{path: {key: value}}`` merged into item metadata.
+            shard: ``(i, n)``: take only the files whose path hashes to shard ``i`` of
+                ``n``, so ``n`` machines can split one folder without coordinating.
         """
         started = time.monotonic()
         paths = self._expand(sources, recursive)
+        if shard is not None:
+            paths = [p for p in paths if path_shard(p, shard[1]) == shard[0]]
         report = AddReport()
         with writer_lock(self.directory, self.lock_timeout):
             unfitted = [k for k in self.descriptor_keys if not self.descriptor(k).is_fitted]
