@@ -580,11 +580,25 @@ class Collection:
         out["metadata"] = json.loads(out["metadata"] or "{}")
         return out
 
-    def items(self, where: str | Sequence[str] | None = None, status: str | None = "ok") -> list[dict[str, Any]]:
+    def items(self, where: str | Sequence[str] | None = None, status: str | None = "ok",
+              limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+        """Item rows matching a metadata filter, in id order (``status=None``: any status)."""
+        clause, args = self._item_clause(where, status)
+        page = f" LIMIT {int(limit)} OFFSET {int(offset)}" if limit is not None else ""
+        return [self._row_dict(r) for r in
+                self._db.execute(f"SELECT * FROM items WHERE {clause} ORDER BY id{page}", args)]
+
+    def count(self, where: str | Sequence[str] | None = None, status: str | None = "ok") -> int:
+        """How many items match a filter."""
+        clause, args = self._item_clause(where, status)
+        return self._db.execute(f"SELECT COUNT(*) FROM items WHERE {clause}", args).fetchone()[0]
+
+    @staticmethod
+    def _item_clause(where, status):
         clause, args = compile_filter(where)
         if status:
             clause, args = f"({clause}) AND status=?", args + [status]
-        return [self._row_dict(r) for r in self._db.execute(f"SELECT * FROM items WHERE {clause} ORDER BY id", args)]
+        return clause, args
 
     def failures(self) -> list[tuple[str, str]]:
         return list(self._db.execute("SELECT path, error FROM items WHERE status='error' ORDER BY path"))

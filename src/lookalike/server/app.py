@@ -278,15 +278,10 @@ def _row(coll: Collection, item_id: int) -> dict[str, Any]:
 
 
 def _page_items(coll: Collection, where: str | None, status: str, limit: int, offset: int) -> dict[str, Any]:
-    # Collection.items() has no LIMIT/OFFSET and builds every row, which is too slow
-    # for paging a big collection; the same filter compiled to SQL pages in SQLite.
-    clause, args = compile_filter(where)
-    if status != "all":
-        clause, args = f"({clause}) AND status=?", [*args, status]
-    db = coll._db
-    total = db.execute(f"SELECT COUNT(*) FROM items WHERE {clause}", args).fetchone()[0]
-    rows = db.execute(f"SELECT * FROM items WHERE {clause} ORDER BY id LIMIT ? OFFSET ?", [*args, limit, offset])
-    return {"total": total, "offset": offset, "limit": limit, "items": [coll._row_dict(r) for r in rows]}
+    wanted = None if status == "all" else status
+    total = coll.count(where, status=wanted)
+    rows = coll.items(where, status=wanted, limit=limit, offset=offset)
+    return {"total": total, "offset": offset, "limit": limit, "items": rows}
 
 
 def _add_api_docs(app: FastAPI) -> None:
