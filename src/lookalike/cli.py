@@ -16,7 +16,7 @@ from .errors import LookalikeError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Similar-image search: index folders, search them, measure how well.")
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # one-line errors even when captured
 STATE = {"debug": False}
 
 
