@@ -252,23 +252,17 @@ class NMFBasis(_ResizedImageBasis):
 
     def coefficients(self, pixels: list[np.ndarray]) -> np.ndarray:
         """Raw non-negative coefficients ``W`` ``(n, components) float32`` (not normalised)."""
-        from sklearn.decomposition import non_negative_factorization
-        from sklearn.exceptions import ConvergenceWarning
-
         x = self._vectors(pixels).astype(np.float64)
-        with warnings.catch_warnings():
-            # Transform reuses fit's iteration budget; a partly converged W is still a fine code.
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            # Each row starts from its own mean and runs a fixed number of updates
-            # (tol=0): sklearn's default start and stopping test look at the whole batch,
-            # which would make an image's code depend on the other images in its batch.
-            w0 = np.sqrt(np.maximum(x.mean(axis=1, keepdims=True), 1e-12) / self.components)
-            w0 = np.repeat(w0, self.components, axis=1)
-            w, _, _ = non_negative_factorization(
-                x, W=w0, H=self.components_.astype(np.float64), n_components=self.components,
-                init="custom", update_H=False, solver="mu", max_iter=self.max_iter, tol=0.0,
-                random_state=0,
-            )
+        h = self.components_.astype(np.float64)
+        # Lee & Seung multiplicative updates for W with H fixed (what sklearn's "mu"
+        # solver does for the Frobenius loss), written out so that every row starts from
+        # its own mean and runs a fixed number of updates: an image's code never depends
+        # on the other images in its batch (sklearn starts all rows from the batch mean).
+        w = np.repeat(np.sqrt(np.maximum(x.mean(axis=1, keepdims=True), 1e-12) / self.components),
+                      self.components, axis=1)
+        xht, hht = x @ h.T, h @ h.T
+        for _ in range(self.max_iter):
+            w *= xht / np.maximum(w @ hht, 1e-12)
         return w.astype(np.float32)
 
     def _transform_pixels(self, pixels: list[np.ndarray]) -> np.ndarray:
