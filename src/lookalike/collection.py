@@ -623,8 +623,18 @@ class Collection:
         return self.directory / INDEX_DIR / f"{key}.lkidx"
 
     def _drop_index(self, key: str) -> None:
+        from .index.milvus import MilvusIndex, is_milvus_pointer
+
         self._indexes.pop(key, None)
-        self._index_path(key).unlink(missing_ok=True)
+        path = self._index_path(key)
+        if is_milvus_pointer(path):
+            # The vectors live in Milvus: drop that collection too (a new spec or a refit
+            # descriptor would not match it). Note: every shard writing there loses its rows.
+            try:
+                MilvusIndex.load(path).drop()
+            except CollectionError:
+                pass  # already gone or unreachable: the rebuild recreates or reports it
+        path.unlink(missing_ok=True)
 
     def index(self, key: str | None = None):
         """The up-to-date FAISS index of a descriptor (refreshed from stored vectors)."""
@@ -632,6 +642,7 @@ class Collection:
         return self._refresh_index(key, save=False)
 
     def _refresh_index(self, key: str, save: bool):
+        from .index import load_index_with_extra, make_index
         from .index.base import resolve_auto_spec
         from .index.faiss import FaissIndex
 
@@ -645,7 +656,7 @@ class Collection:
             index, index_gen = cached
         elif self._index_path(key).exists():
             try:
-                index, extra = FaissIndex.load_with_extra(self._index_path(key))
+                index, extra = load_index_with_extra(self._index_path(key))
                 index_gen = int(extra.get("generation", -1))
             except CollectionError:
                 index = None  # a damaged cache: rebuild from the vectors
@@ -672,7 +683,11 @@ class Collection:
             index = None
         if index is None:
             ids, vecs = self.vectors(key)
-            index = FaissIndex(requested, entry["dim"], entry["metric"], n_hint=len(ids))
+            index = make_index(requested, entry["dim"], entry["metric"], n_hint=len(ids),
+                               name=key, base_dir=self.directory)
+            stale = np.setdiff1d(index.ids, ids)  # a Milvus collection may outlive this cache
+            if len(stale):
+                index.remove(stale)
             if len(ids):
                 train = vecs
                 if len(vecs) > 200_000:

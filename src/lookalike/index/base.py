@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-INDEX_KINDS = ("flat", "hnsw", "ivf", "pq", "ivfpq", "ivfpqfs", "binary", "auto", "faiss")
+INDEX_KINDS = ("flat", "hnsw", "ivf", "pq", "ivfpq", "ivfpqfs", "binary", "auto", "faiss", "milvus")
 
 #: Below this many vectors exact search is fast enough (a few ms per query at 1280-d);
 #: above it ``auto`` switches to an approximate index.
