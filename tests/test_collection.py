@@ -226,5 +226,9 @@ def test_shards_partition_the_files(ukbench_dir, tmp_path):
         coll.add(files, shard=(i, 3))
         parts.append({Path(r["path"]).name for r in coll.items()})
     assert set().union(*parts) == {f.name for f in files}
+    # Each shard numbers its items in its own range, so shards can share one Milvus index.
+    for i in range(3):
+        ids = [r["id"] for r in Collection.open(tmp_path / f"s{i}").items()]
+        assert all(i << 40 < item_id < (i + 1) << 40 for item_id in ids)
     assert sum(len(p) for p in parts) == len(files)
     assert all(path_shard(f.resolve(), 3) == i for i, p in enumerate(parts) for f in files if f.name in p)

@@ -41,6 +41,8 @@ INDEX_DIR = "indexes"
 LOCK_FILE = ".lock"
 #: Rebuild an index when this fraction of its entries are tombstones.
 REBUILD_TOMBSTONE_FRACTION = 0.25
+#: Shard i's item ids start at i << SHARD_ID_BITS (room for 10^12 items per shard).
+SHARD_ID_BITS = 40
 #: Item rows (path, metadata) kept in memory for search results, at most.
 ROW_CACHE_LIMIT = 200_000
 ITEM_COLUMNS = ("id", "path", "content_hash", "size", "mtime", "width", "height", "status",
@@ -441,6 +443,8 @@ class Collection:
         if unfitted:
             self.fit(paths, sample=fit_sample, keys=unfitted)
         with writer_lock(self.directory, self.lock_timeout):
+            if shard is not None:
+                self._reserve_shard_ids(shard[0])
             jobs, report.unchanged = self._plan(paths, force)
             extra = {str(Path(p).resolve()): m for p, m in (metadata or {}).items()}
             descriptors = {k: self.descriptor(k) for k in self.descriptor_keys}
@@ -459,6 +463,17 @@ class Collection:
         if report.interrupted:
             raise KeyboardInterrupt(f"interrupted; {report.added + report.updated} items committed")
         return report
+
+    def _reserve_shard_ids(self, shard_index: int) -> None:
+        """Shard ``i`` numbers its items from ``i * 2**40``, so shards writing into one
+        shared index (Milvus) never reuse each other's ids."""
+        floor = shard_index << SHARD_ID_BITS
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name='items'").fetchone()
+        if row is None or row[0] < floor:
+            with self._transaction() as db:
+                db.execute("DELETE FROM sqlite_sequence WHERE name='items'")
+                db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('items', ?)",
+                           (max(floor, row[0] if row else 0),))
 
     def _expand(self, sources, recursive: bool) -> list[Path]:
         if isinstance(sources, (str, os.PathLike)):
