@@ -6,16 +6,17 @@ transformed copy of a few hundred of them (JPEG q30, 50% resize, 10% border crop
 5-degree rotation, horizontal flip, brightness +30%, grayscale, text overlay, blur),
 and a disjoint calibration set built the same way from other originals.
 
-Ours: thresholds calibrated on the calibration set (labelled candidate pairs ->
-``lookalike calibrate``), then ``lookalike dedup`` end to end on the test folder (describe
-every file: phash + CNN, candidates, verification). Also reported with the built-in
-default thresholds. Peer: imagededup PHash/DHash/WHash/AHash at default thresholds, run
+Ours: thresholds calibrated on the calibration set (its labelled hash-candidate pairs ->
+``lookalike calibrate``), then ``lookalike dedup DIR`` end to end on the test folder
+(a fresh cache: one reduced-size decode per file, variant-hash range search, thumbnail
+verification, complete-linkage groups). Also reported with the built-in default
+thresholds, and with the optional CNN neighbour source (``cnn_k=5``: CNN on every file). Peer: imagededup PHash/DHash/WHash/AHash at default thresholds, run
 in a separate venv (BENCH_DEDUP_PYTHON, default /work/bench-dedup-venv/bin/python).
 
 Ground truth: each (original, copy) pair. Other images of the same person (LFW) or
 other turntable views of the same object (COIL) are *not* duplicates.
 
-    python bench/dedup.py [--originals 1000] [--copies 360] [--calib-originals 300] [--calib-copies 180]
+    python bench/dedup.py [--originals 1000] [--copies 360] [--calib-originals 1000] [--calib-copies 360]
 """
 from __future__ import annotations
 
@@ -120,20 +121,22 @@ def pick_originals(lfw, coil, photos, n: int, offset: dict) -> list[Path]:
     return out
 
 
-def run_ours(folder: Path, db: Path, thresholds, workers: int):
-    from lookalike.dedup.pipeline import find_duplicates, prepare_folder
+def group_pairs(groups) -> list[tuple[str, str]]:
+    """Every pair inside a group counts as found (file names)."""
+    pairs = []
+    for g in groups:
+        names = sorted(Path(p).name for p in [g.keeper] + [m.path for m in g.members])
+        pairs += [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    return pairs
+
+
+def run_ours(folder: Path, cache: Path, thresholds, workers: int):
+    from lookalike.dedup.pipeline import find_duplicates_in_folder
 
     start = time.perf_counter()
-    coll, failures = prepare_folder(folder, db=db, workers=workers)
-    describe = time.perf_counter() - start
-    result = find_duplicates(coll, thresholds)
+    result = find_duplicates_in_folder(folder, cache, thresholds, workers=workers)
     total = time.perf_counter() - start
-    pairs = []
-    for g in result.groups:  # every pair inside a group counts as found
-        members = [g.keeper] + [m.path for m in g.members]
-        names = sorted(Path(p).name for p in members)
-        pairs += [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
-    return coll, result, pairs, {"total": total, "describe": describe, "search_verify_group": total - describe}
+    return result, group_pairs(result.groups), {"total": total, **result.stats.get("seconds", {})}
 
 
 def score(pairs, true_pairs, kinds) -> dict:
@@ -144,27 +147,58 @@ def score(pairs, true_pairs, kinds) -> dict:
             "recall_by_transform": {k: round(v["recall"], 3) for k, v in out["by_kind"].items()}}
 
 
-def calibrate_on(folder: Path, db: Path, true_pairs, workers: int):
-    """Label every candidate pair of a loose run (plus all true pairs) and calibrate."""
+def source_of(name: str) -> str:
+    if name.startswith("c"):
+        return "copy"
+    return "coil" if "_coil_" in name else ("photo" if "ukbench" in name or name.count("_") < 2 else "lfw")
+
+
+def false_positive_breakdown(pairs, true_pairs, folder: Path) -> dict:
+    """Where the false pairs come from: the sources of their two files (a copy counts as
+    its original's source), and whether both show the same LFW person / COIL object."""
+    import re
+    from collections import Counter
+
+    truth = {frozenset(p) for p in true_pairs}
+    copy_of = {b: a for a, b in true_pairs}
+    def base(n):
+        n = copy_of.get(n, n)
+        m = re.search(r"_coil_obj(\d+)__", n)
+        if m:
+            return "coil", m.group(1)
+        parts = n.split("_", 2)
+        return source_of(n), parts[2].rsplit("_", 1)[0] if len(parts) > 2 else n
+    kinds, same = Counter(), Counter()
+    for a, b in pairs:
+        if frozenset((a, b)) in truth:
+            continue
+        (sa, ia), (sb, ib) = base(a), base(b)
+        key = "-".join(sorted((sa, sb)))
+        kinds[key] += 1
+        same[key + (" same identity/object" if ia == ib else " different")] += 1
+    return {"by_source": dict(kinds), "by_identity": dict(same)}
+
+
+def calibrate_on(folder: Path, cache: Path, true_pairs, workers: int):
+    """Label every hash-candidate pair of the calibration folder (plus all true pairs)
+    and calibrate (``lookalike calibrate`` on the folder)."""
     from lookalike.dedup.calibrate import calibrate
-    from lookalike.dedup.pipeline import find_duplicates, prepare_folder
+    from lookalike.dedup.pipeline import folder_table, search_table
     from lookalike.dedup.verify import Thresholds
 
-    coll, _ = prepare_folder(folder, db=db, workers=workers)
-    loose = Thresholds(hash_radius=16, cnn_hash=0.5, cnn_any=0.5, cnn_k=10, geo_inliers=0)
-    result = find_duplicates(coll, loose, candidate_pairs_only=True)
-    paths = {r["id"]: r["path"] for r in coll.items()}
+    table, _, _ = folder_table(folder, cache, workers)
+    result = search_table(table, Thresholds(), candidate_pairs_only=True)
+    paths = {i: it["path"] for i, it in table.items.items()}
     truth = {frozenset((str(folder / a), str(folder / b))) for a, b in true_pairs}
-    labelled = {frozenset((paths[p.a], paths[p.b])) for p in result.pairs}
-    labelled |= truth
-    csv_path = db / "labelled_pairs.csv"
+    labelled = {frozenset((paths[p.a], paths[p.b])) for p in result.pairs} | truth
+    csv_path = cache / "labelled_pairs.csv"
     with csv_path.open("w") as fh:
         fh.write("a,b,is_duplicate\n")
         for pair in sorted(labelled, key=sorted):
             a, b = sorted(pair)
             fh.write(f"{a},{b},{int(pair in truth)}\n")
     start = time.perf_counter()
-    thresholds, scores = calibrate(coll, csv_path)
+    thresholds, scores = calibrate(table, csv_path, directory=cache)
     scores["seconds"] = round(time.perf_counter() - start, 3)
     return thresholds, scores
 
@@ -187,8 +221,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--originals", type=int, default=1000)
     parser.add_argument("--copies", type=int, default=360)
-    parser.add_argument("--calib-originals", type=int, default=300)
-    parser.add_argument("--calib-copies", type=int, default=180)
+    parser.add_argument("--calib-originals", type=int, default=1000)
+    parser.add_argument("--calib-copies", type=int, default=360)
+    parser.add_argument("--no-cnn-variant", action="store_true", help="skip the cnn_k=5 run (CNN on every file)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--keep", action="store_true", help="keep the generated folders")
@@ -208,23 +243,22 @@ def main() -> None:
 
         from lookalike.dedup.verify import Thresholds
 
-        thresholds, calib_scores = calibrate_on(work / "calib", work / "calib_db", calib_pairs, args.workers)
-        _, result, pairs, seconds = run_ours(work / "test", work / "test_db", thresholds, args.workers)
+        thresholds, calib_scores = calibrate_on(work / "calib", work / "calib_cache", calib_pairs, args.workers)
+        result, pairs, seconds = run_ours(work / "test", work / "test_cache", thresholds, args.workers)
         ours = {"thresholds": thresholds.to_dict(), "calibration": calib_scores, "seconds": seconds,
-                "stats": result.stats, **score(pairs, test_pairs, test_kinds)}
-        # Same stored vectors, built-in defaults (no calibration): search + verify only.
-        from lookalike.collection import Collection
-        from lookalike.dedup.pipeline import find_duplicates
-
-        coll = Collection.open(work / "test_db")
-        start = time.perf_counter()
-        default_result = find_duplicates(coll, Thresholds())
-        default_pairs = [tuple(sorted((Path(a).name, Path(b).name)))
-                         for g in default_result.groups
-                         for i, a in enumerate([g.keeper] + [m.path for m in g.members])
-                         for b in ([g.keeper] + [m.path for m in g.members])[i + 1:]]
-        ours_default = {"thresholds": Thresholds().to_dict(), "search_seconds": time.perf_counter() - start,
-                        **score(default_pairs, test_pairs, test_kinds)}
+                "stats": result.stats, **score(pairs, test_pairs, test_kinds),
+                "false_positives": false_positive_breakdown(pairs, test_pairs, work / "test")}
+        # Pair-level (before grouping) on the same candidates: what complete linkage changes.
+        # Built-in defaults (fresh cache again: end to end).
+        d_result, d_pairs, d_seconds = run_ours(work / "test", work / "test_cache_default", Thresholds(), args.workers)
+        ours_default = {"thresholds": Thresholds().to_dict(), "seconds": d_seconds,
+                        **score(d_pairs, test_pairs, test_kinds)}
+        ours_cnn = None
+        if not args.no_cnn_variant:
+            t_cnn = Thresholds.from_dict({**thresholds.to_dict(), "cnn_k": 5})
+            c_result, c_pairs, c_seconds = run_ours(work / "test", work / "test_cache_cnn", t_cnn, args.workers)
+            ours_cnn = {"thresholds": t_cnn.to_dict(), "seconds": c_seconds, "stats": c_result.stats,
+                        **score(c_pairs, test_pairs, test_kinds)}
 
         peer = run_peer(work / "test")
         peers = {}
@@ -248,6 +282,7 @@ def main() -> None:
             "calibration_files": len(list((work / "calib").iterdir())),
             "transforms": {k: sum(v == k for v in test_kinds.values()) for k in TRANSFORMS},
             "ours_calibrated": ours, "ours_default_thresholds": ours_default,
+            "ours_with_cnn_neighbours": ours_cnn,
             "imagededup": {"version": peer.get("version"), "error": peer.get("error"), "methods": peers},
             "comparison": comparison,
         })

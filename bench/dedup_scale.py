@@ -1,20 +1,24 @@
-"""Scale of the hash candidate search: 10^4, 10^5, 10^6 stored 64-bit hashes.
+"""Scale of the hash candidate search: all-pairs range search over 10^4, 10^5, 10^6
+stored 64-bit hashes.
 
 Synthetic uniform 64-bit hashes with planted near-duplicates (1% of the items get a copy
-0..radius bits away). For each size the same 2,000 query hashes are range-searched
-(radius in bits, inclusive) with
+0..radius bits away). "All pairs" means every stored hash is queried against all of
+them (what ``lookalike dedup`` does with each image's identity hash), by
 
-* ``flat``: FAISS ``IndexBinaryFlat`` (what a small collection uses): every query scans
-  all n codes, so all-pairs time grows as n^2;
-* ``multihash``: :class:`lookalike.dedup.candidates.MultiHashRangeSearcher` (exact
-  multi-index hashing with ``b ~ log2 n``-bit substrings): per-query work stays nearly
-  flat, so all-pairs time grows close to linearly.
+* ``mih``: :class:`lookalike.dedup.mih.MultiIndexHash` (numpy multi-index hashing; the
+  chunk count from its cost model: 4 chunks of 16 bits at 10^4..10^6, where radius 7 probes each chunk value and its 16 one-bit flips). Per query it
+  checks about ``probes x n / 2^16`` candidates instead of ``n``: ~1,000x less work
+  than the scan, but once the buckets fill (n >> 2^16) that term grows with n again;
+* ``flat``: FAISS ``IndexBinaryFlat`` range search (SIMD brute force, what small sets
+  use): every query scans all n codes, all-pairs time grows as n^2. Measured in full
+  up to ``--flat-full-max`` (10^5), estimated above it from ``--flat-sample`` queries
+  x n / sample.
 
-All-pairs time is per-query time x n (measured on 2,000 queries; the full all-pairs run
-is also timed at 10^4). Recall of the planted pairs must be 1.0 (both are exact).
-Memory: index bytes (codes + hash tables, estimated) and the process's peak RSS.
+Both are exact: where the full brute force ran, the two pair sets must be identical
+(``same_pairs_as_flat``); at 10^6 the sampled queries' results are compared. Memory:
+MIH table bytes and the process's peak RSS after each size.
 
-    python bench/dedup_scale.py [--sizes 10000,100000,1000000] [--radius 10]
+    python bench/dedup_scale.py [--sizes 10000,100000,1000000] [--radius 7] [--threads 1]
 """
 from __future__ import annotations
 
@@ -53,73 +57,58 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10000,100000,1000000")
-    parser.add_argument("--radius", type=int, default=10)
-    parser.add_argument("--queries", type=int, default=2000)
+    parser.add_argument("--radius", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--flat-full-max", type=int, default=100_000)
+    parser.add_argument("--flat-sample", type=int, default=5000)
     args = parser.parse_args()
     faiss.omp_set_num_threads(args.threads)
-    from lookalike.dedup.candidates import MultiHashRangeSearcher
+    from lookalike.dedup.mih import MultiIndexHash, brute_force_range_search
 
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
         codes, sources, targets = planted_hashes(n, args.radius)
-        ids = np.arange(n, dtype=np.int64)
-        q_idx = sources[: args.queries]
-        queries = codes[q_idx]
-        row = {"n": n, "radius": args.radius, "queries": len(q_idx)}
-
-        flat = faiss.IndexBinaryFlat(64)
-        flat.add(codes)
+        row = {"n": n, "radius": args.radius}
         start = time.perf_counter()
-        lims, _, found = flat.range_search(queries, args.radius + 1)
-        flat_s = time.perf_counter() - start
-        flat_hits = {(int(q_idx[i]), int(j)) for i in range(len(q_idx)) for j in found[lims[i]:lims[i + 1]]}
-
-        start = time.perf_counter()
-        searcher = MultiHashRangeSearcher(codes, ids, args.radius)
+        mih = MultiIndexHash(codes, radius=args.radius)
         build_s = time.perf_counter() - start
         start = time.perf_counter()
-        results = searcher.range_search(queries)
+        qi, ci, _ = mih.range_search(codes, args.radius)
         mih_s = time.perf_counter() - start
-        mih_hits = {(int(q_idx[i]), int(j)) for i, (got, _) in enumerate(results) for j in got}
-        planted = set(zip(q_idx.tolist(), targets[: args.queries].tolist()))
-
-        per_q_flat, per_q_mih = flat_s / len(q_idx), mih_s / len(q_idx)
-        # Hash tables: one (bucket key, id) entry per code per table, ~32 bytes each in
-        # std::unordered_map plus the code array itself.
-        index_bytes = int(n * 8 + searcher.nhash * n * 32)
-        row.update({
-            "multihash": {"b": searcher.b, "nhash": searcher.nhash, "nflip": searcher.nflip,
-                          "probes_per_query": searcher.nhash * sum(math.comb(searcher.b, i) for i in range(searcher.nflip + 1)),
-                          "build_s": round(build_s, 3), "per_query_ms": round(per_q_mih * 1e3, 4),
-                          "all_pairs_s_est": round(per_q_mih * n, 2),
-                          "planted_recall": len(planted & mih_hits) / len(planted),
-                          "same_results_as_flat": mih_hits == flat_hits,
-                          "index_bytes_est": index_bytes},
-            "flat": {"per_query_ms": round(per_q_flat * 1e3, 4), "all_pairs_s_est": round(per_q_flat * n, 2),
-                     "planted_recall": len(planted & flat_hits) / len(planted), "index_bytes": n * 8},
-            "peak_rss_mb": round(peak_rss_mb(), 1),
-        })
-        if n <= 10_000:  # the real all-pairs run, both ways
+        planted = set(zip(sources.tolist(), targets.tolist()))
+        found = set(zip(qi.tolist(), ci.tolist()))
+        row["mih"] = {"chunks": mih.chunks, "probes_per_query": mih.probes_per_query(args.radius),
+                      "build_s": round(build_s, 3), "all_pairs_s": round(mih_s, 3),
+                      "pairs_found": int(len(qi)), "planted_recall": len(planted & found) / len(planted),
+                      "table_bytes": mih.table_bytes}
+        if n <= args.flat_full_max:
             start = time.perf_counter()
-            searcher.range_search(codes)
-            row["multihash"]["all_pairs_s_measured"] = round(time.perf_counter() - start, 3)
+            fq, fc, _ = brute_force_range_search(codes, codes, args.radius)
+            flat_s = time.perf_counter() - start
+            row["flat"] = {"all_pairs_s": round(flat_s, 3), "measured": "full"}
+            row["same_pairs_as_flat"] = bool(np.array_equal(fq, qi) and np.array_equal(fc, ci))
+        else:
+            sample = np.random.default_rng(1).choice(n, size=args.flat_sample, replace=False)
+            sample.sort()
             start = time.perf_counter()
-            flat.range_search(codes, args.radius + 1)
-            row["flat"]["all_pairs_s_measured"] = round(time.perf_counter() - start, 3)
+            fq, fc, _ = brute_force_range_search(codes, codes[sample], args.radius)
+            flat_s = (time.perf_counter() - start) * n / len(sample)
+            row["flat"] = {"all_pairs_s": round(flat_s, 2), "measured": f"estimated from {len(sample)} queries"}
+            mask = np.isin(qi, sample)
+            mine = set(zip(qi[mask].tolist(), ci[mask].tolist()))
+            row["same_pairs_as_flat"] = mine == set(zip(sample[fq].tolist(), fc.tolist()))
+        row["speedup_mih_vs_flat"] = round(row["flat"]["all_pairs_s"] / max(mih_s, 1e-9), 2)
+        row["peak_rss_mb"] = round(peak_rss_mb(), 1)
         rows.append(row)
         print(row, file=sys.stderr)
-        del flat, searcher
+        del mih
     growth = {}
     for a, b in zip(rows, rows[1:]):
-        k = f"{a['n']}->{b['n']}"
         ratio = b["n"] / a["n"]
-        growth[k] = {
+        growth[f"{a['n']}->{b['n']}"] = {
             "n_ratio": ratio,
-            "multihash_all_pairs_ratio": round(b["multihash"]["all_pairs_s_est"] / max(a["multihash"]["all_pairs_s_est"], 1e-9), 2),
-            "flat_all_pairs_ratio": round(b["flat"]["all_pairs_s_est"] / max(a["flat"]["all_pairs_s_est"], 1e-9), 2),
-            "multihash_exponent": round(math.log(b["multihash"]["all_pairs_s_est"] / max(a["multihash"]["all_pairs_s_est"], 1e-9)) / math.log(ratio), 3),
-            "flat_exponent": round(math.log(b["flat"]["all_pairs_s_est"] / max(a["flat"]["all_pairs_s_est"], 1e-9)) / math.log(ratio), 3),
+            "mih_exponent": round(math.log(b["mih"]["all_pairs_s"] / a["mih"]["all_pairs_s"]) / math.log(ratio), 3),
+            "flat_exponent": round(math.log(b["flat"]["all_pairs_s"] / a["flat"]["all_pairs_s"]) / math.log(ratio), 3),
         }
     emit("dedup_scale", {"radius": args.radius, "faiss_threads": args.threads, "sizes": rows, "growth": growth,
                          "peak_rss_mb": round(peak_rss_mb(), 1)})

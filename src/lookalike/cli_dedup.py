@@ -1,9 +1,9 @@
 """``lookalike dedup`` and ``lookalike calibrate``: near-duplicate detection from the shell.
 
 Registered on the main Typer app by :func:`register` (``cli._register_extensions``). A
-thin shell over :mod:`lookalike.dedup`: for a folder it builds (or refreshes) a cache
-collection (phash + cnn) in ``FOLDER/.lookalike`` or ``--db``, so re-runs only describe
-new or changed files; for a collection directory it uses the stored vectors.
+thin shell over :mod:`lookalike.dedup`: for a folder it scans every file once (cached in
+``FOLDER/.lookalike`` or ``--db``, so re-runs only scan new or changed files; calibrated
+thresholds live there too); for a collection directory it uses the collection.
 """
 from __future__ import annotations
 
@@ -28,18 +28,10 @@ def _is_collection(path: Path) -> bool:
     return (path / MANIFEST).exists()
 
 
-def _open_target(target: Path, db: Optional[Path], workers: int, progress: bool, exclude: list):
-    """``(collection, root folder or None, failures)`` for a folder or a collection."""
-    from .collection import Collection
-    from .dedup.pipeline import prepare_folder
+def _cache_dir(target: Path, db: Optional[Path]) -> Path:
+    from .dedup.pipeline import CACHE_DIR
 
-    if not target.exists():
-        raise InputError(f"{target}: no such folder or collection")
-    if _is_collection(target):
-        coll = Collection.open(target)
-        return coll, None, list(coll.failures())
-    coll, failures = prepare_folder(target, db=db, workers=workers, progress=progress, exclude=exclude)
-    return coll, target.resolve(), failures
+    return (db or target / CACHE_DIR).resolve()
 
 
 def dedup(
@@ -81,24 +73,38 @@ def dedup(
     chosen = [a for a, on in (("move", move_to), ("symlink", symlink), ("delete", delete)) if on]
     if len(chosen) > 1:
         raise InputError("choose one of --move-to, --symlink, --delete")
+    from .collection import Collection
+    from .dedup.pipeline import find_duplicates_in_folder
+
     show = progress and sys.stderr.isatty()
     started = time.perf_counter()
     exclude = [p for p in (move_to, symlink) if p is not None]
-    coll, folder, failures = _open_target(target, db, workers, show, exclude)
-    thresholds = load_thresholds(coll.directory).with_overrides(threshold)
-    if new:
-        files = []
-        from .images import iter_image_files
+    if not target.exists():
+        raise InputError(f"{target}: no such folder or collection")
+    folder = None
+    if _is_collection(target):
+        coll = Collection.open(target)
+        state_dir = coll.directory
+        thresholds = load_thresholds(state_dir).with_overrides(threshold)
+        if new:
+            files = []
+            from .images import iter_image_files
 
-        for p in new:
-            files.extend(iter_image_files(p) if p.is_dir() else [p])
-        result = check_new(coll, files, thresholds, keep, progress=show)
-        if add_new:
-            coll.add([f for f in files if str(Path(f).resolve()) not in {s for s, _ in result.skipped}])
+            for p in new:
+                files.extend(iter_image_files(p) if p.is_dir() else [p])
+            result = check_new(coll, files, thresholds, keep, progress=show)
+            if add_new:
+                coll.add([f for f in files if str(Path(f).resolve()) not in {s for s, _ in result.skipped}])
+        else:
+            result = find_duplicates(coll, thresholds, keep, progress=show, workers=workers)
     else:
-        result = find_duplicates(coll, thresholds, keep, progress=show)
-        known = {p for p, _ in result.skipped}
-        result.skipped += [f for f in failures if f[0] not in known]
+        if new:
+            raise InputError("--new checks files against a collection; give a collection directory "
+                             "(lookalike add builds one)")
+        folder = target.resolve()
+        state_dir = _cache_dir(target, db)
+        thresholds = load_thresholds(state_dir).with_overrides(threshold)
+        result = find_duplicates_in_folder(folder, state_dir, thresholds, keep, workers, show, exclude)
     for path, reason in result.skipped:
         err_console.print(f"[yellow]skipped[/] {path}: {reason}")
     if json_out is not None:
@@ -129,7 +135,7 @@ def dedup(
             console.print(f"[dim]dry run:[/] {step.describe()}")
         console.print(f"dry run: {len(plan.steps)} files would change; add --apply to do it")
         return
-    journal_path = journal or coll.directory / "journals" / f"dedup-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6}.json"
+    journal_path = journal or Path(state_dir) / "journals" / f"dedup-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6}.json"
     actions.apply_plan(plan, journal_path)
     for step in plan.steps:
         console.print(step.describe())
@@ -146,11 +152,19 @@ def calibrate(
     dry_run: bool = typer.Option(False, "--dry-run", help="print the thresholds, do not save them"),
     json_out: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
-    """Choose dedup thresholds from labelled pairs; saved in the collection (dedup.json)."""
+    """Choose dedup thresholds from labelled pairs; saved in the collection or the
+    folder's cache (dedup.json) and used by later dedup runs."""
+    from .collection import Collection
     from .dedup.calibrate import calibrate as run_calibration
+    from .dedup.pipeline import folder_table
 
-    coll, _, _ = _open_target(target, db, 1, sys.stderr.isatty(), [])
-    thresholds, scores = run_calibration(coll, pairs, target_precision, save=not dry_run)
+    if not target.exists():
+        raise InputError(f"{target}: no such folder or collection")
+    if _is_collection(target):
+        source, directory = Collection.open(target), None
+    else:
+        source, _, directory = folder_table(target, _cache_dir(target, db), progress=sys.stderr.isatty())
+    thresholds, scores = run_calibration(source, pairs, target_precision, save=not dry_run, directory=directory)
     payload = {"thresholds": thresholds.to_dict(), "scores": scores}
     if json_out:
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")

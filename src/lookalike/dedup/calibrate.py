@@ -1,16 +1,18 @@
 """Thresholds from labelled pairs, saved beside the collection and used by default.
 
 Input: a CSV of labelled pairs ``a,b,is_duplicate`` (paths; a header row is optional;
-``is_duplicate`` is 1/0, true/false or yes/no). Each pair gets the two features the
-decision rule reads (:mod:`lookalike.dedup.verify`): the CNN cosine similarity (larger =
-more similar) and the smallest variant-hash distance in bits (smaller = more similar).
-A grid search over ``(hash_radius, cnn_hash, cnn_any)`` then picks the rule that
+``is_duplicate`` is 1/0, true/false or yes/no). Each pair gets the three features the
+decision score reads (:mod:`lookalike.dedup.verify`): the smallest variant-hash
+distance in bits (smaller = more similar) and the correlations of the aligned
+thumbnails and of their edges (larger = more similar). A logistic regression on them
+gives the score's weights, and the cut on the score
 
 * maximises F1 (``target_precision=None``), or
-* maximises recall among the settings whose precision reaches ``target_precision``
-  (ties broken by F1); if none does, the most precise setting is taken and flagged.
+* maximises recall among the cuts whose precision reaches ``target_precision``
+  (ties broken by F1); if none does, the most precise cut is taken and flagged.
 
-The choice is written to ``dedup.json`` beside ``manifest.json`` (atomically) and read
+The choice is written to ``dedup.json`` beside ``manifest.json`` (or in a folder's
+cache directory) atomically and read
 by :func:`load_thresholds` whenever a dedup runs without explicit thresholds.
 """
 from __future__ import annotations
@@ -28,7 +30,6 @@ from ..errors import ConfigError, InputError
 from .verify import Thresholds
 
 THRESHOLDS_FILE = "dedup.json"
-RADII = tuple(range(0, 17))
 _TRUE = {"1", "true", "yes", "y", "t", "dup", "duplicate"}
 _FALSE = {"0", "false", "no", "n", "f", "different", ""}
 
@@ -62,39 +63,24 @@ def read_labelled_pairs(path: str | os.PathLike) -> list[tuple[str, str, bool]]:
     return rows
 
 
-def pair_features(coll, pairs: Sequence[tuple[str, str, bool]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """CNN similarity ``(m,) float32`` (or NaN without CNN vectors), variant-hash distance
-    ``(m,) int64`` and label ``(m,) bool`` of labelled pairs of collection items."""
-    from ..descriptors.hashing import hamming_distance
-    from .pipeline import _variant_store, descriptor_keys
+def pair_features(source, pairs: Sequence[tuple[str, str, bool]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The decision features of labelled pairs: ``hash_distance (m,) int64``, ``ncc (m,)``,
+    ``grad_ncc (m,)`` float32 and ``labels (m,) bool``.
 
-    hash_key, cnn_key = descriptor_keys(coll)
-    by_path = {row["path"]: row for row in coll.items()}
+    Args:
+        source: a :class:`~lookalike.collection.Collection`, or a
+            :class:`~lookalike.dedup.pipeline.Table` (e.g. of a folder).
+    """
+    from .pipeline import Table, collection_table
+
+    table = source if isinstance(source, Table) else collection_table(source)[0]
+    by_path = {it["path"]: i for i, it in table.items.items()}
     missing = sorted({p for a, b, _ in pairs for p in (a, b) if p not in by_path})
     if missing:
-        raise InputError(f"{len(missing)} labelled files are not (readable) items of the collection, e.g. "
-                         f"{missing[0]}; add them first (lookalike add)")
-    ids = sorted({by_path[p]["id"] for a, b, _ in pairs for p in (a, b)})
-    sims = np.full(len(pairs), np.nan, np.float32)
-    if cnn_key is not None:
-        vid, vecs = coll.vectors(cnn_key, ids=ids)
-        lookup = dict(zip(vid.tolist(), vecs))
-        sims = np.array([float(np.dot(lookup[by_path[a]["id"]], lookup[by_path[b]["id"]])) for a, b, _ in pairs],
-                        np.float32)
-    hash_d = np.full(len(pairs), 1 << 10, np.int64)
-    if hash_key is not None:
-        store = _variant_store(coll, hash_key)
-        store.update([by_path[p] for p in {p for a, b, _ in pairs for p in (a, b)}])
-        sid, svar = store.get(ids)
-        var = dict(zip(sid.tolist(), svar))
-        for i, (a, b, _) in enumerate(pairs):
-            va, vb = var.get(by_path[a]["id"]), var.get(by_path[b]["id"])
-            if va is None or vb is None:
-                continue
-            hash_d[i] = min(int(hamming_distance(va, np.broadcast_to(vb[0], va.shape)).min()),
-                            int(hamming_distance(vb, np.broadcast_to(va[0], vb.shape)).min()))
-    labels = np.array([lab for _, _, lab in pairs], dtype=bool)
-    return sims, hash_d, labels
+        raise InputError(f"{len(missing)} labelled files are not readable images of the folder/collection, e.g. "
+                         f"{missing[0]}")
+    hash_d, ncc, grad = table.features([(by_path[a], by_path[b]) for a, b, _ in pairs])
+    return hash_d, ncc, grad, np.array([lab for _, _, lab in pairs], dtype=bool)
 
 
 def _prf(pred: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -108,61 +94,60 @@ def _prf(pred: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     return precision, recall, f1
 
 
-def choose_thresholds(sims: np.ndarray, hash_d: np.ndarray, labels: np.ndarray,
-                      target_precision: float | None = None, radii: Sequence[int] = RADII,
-                      base: Thresholds | None = None, n_levels: int = 80) -> tuple[Thresholds, dict[str, Any]]:
-    """Grid search of the decision rule on labelled pair features.
+def choose_thresholds(hash_d: np.ndarray, ncc: np.ndarray, grad: np.ndarray, labels: np.ndarray,
+                      target_precision: float | None = None, base: Thresholds | None = None
+                      ) -> tuple[Thresholds, dict[str, Any]]:
+    """Fit the linear decision score on labelled pair features.
 
-    Args:
-        sims: ``(m,)`` CNN similarities (all NaN: hash-only collections).
-        hash_d: ``(m,)`` variant-hash distances in bits.
-        labels: ``(m,)`` True for duplicates.
-        target_precision: None for best F1, else the precision to reach.
+    A logistic regression (scikit-learn, features standardised, C=10) on ``(hash_distance,
+    ncc, grad_ncc)``; then the cut on its decision function that maximises F1
+    (``target_precision=None``) or recall among cuts reaching ``target_precision`` (the
+    most precise cut, flagged, when none does). The cut is folded into the bias, so
+    ``Thresholds.score >= 0`` reproduces the chosen predictions.
 
     Returns:
         ``(thresholds, scores)`` with scores ``precision``, ``recall``, ``f1``,
-        ``reached_target``, ``pairs``, ``positives``.
+        ``reached_target``, ``pairs``, ``positives``, ``objective``.
     """
+    from sklearn.linear_model import LogisticRegression
+
     labels = np.asarray(labels, bool)
     if labels.all() or not labels.any():
         raise InputError("calibration needs both duplicate and non-duplicate pairs")
     if target_precision is not None and not 0 < target_precision <= 1:
         raise ConfigError(f"target precision must be in (0, 1], got {target_precision}")
     base = base or Thresholds()
-    sims = np.asarray(sims, np.float64)
-    hash_d = np.asarray(hash_d)
-    best: tuple | None = None
-
-    def consider(p, r, f, make):
-        nonlocal best
-        for i in range(len(p)):
-            reached = target_precision is None or p[i] >= target_precision - 1e-12
-            key = (reached, f[i] if target_precision is None else (r[i] if reached else p[i]), f[i])
-            if best is None or key > best[0]:
-                best = (key, make(i), {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
-                                       "reached_target": bool(reached)})
-
-    if np.isnan(sims).all():
-        pred = np.stack([hash_d <= r for r in radii])
-        p, r, f = _prf(pred, labels)
-        consider(p, r, f, lambda i: Thresholds(**{**base.to_dict(), "hash_only_radius": int(radii[i])}))
+    x = np.column_stack([np.minimum(np.asarray(hash_d, np.float64), 64), ncc, grad]).astype(np.float64)
+    mean, std = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-9)
+    model = LogisticRegression(C=10.0, max_iter=5000).fit((x - mean) / std, labels)
+    w = model.coef_[0] / std
+    b = float(model.intercept_[0] - (model.coef_[0] * mean / std).sum())
+    raw = x @ w + b
+    cuts = np.unique(raw)
+    pred = raw[None, :] >= cuts[:, None]
+    p, r, f = _prf(pred, labels)
+    if target_precision is None:
+        best = int(np.argmax(f))
+        reached = True
     else:
-        finite = np.nan_to_num(sims, nan=-1.0)
-        levels = np.unique(np.quantile(finite, np.linspace(0, 1, n_levels)))
-        levels = np.unique(np.concatenate([levels, [1.01]]))  # 1.01: "never" for cnn_any
-        above = finite[None, :] >= levels[:, None]             # (L, m)
-        for radius in radii:
-            near = hash_d <= radius
-            for ia, t_any in enumerate(levels):
-                t_hash = levels[: ia + 1]
-                pred = above[ia][None, :] | (near[None, :] & above[: ia + 1])
-                p, r, f = _prf(pred, labels)
-                consider(p, r, f, lambda i, radius=radius, t_any=t_any, t_hash=t_hash: Thresholds(
-                    **{**base.to_dict(), "hash_radius": int(radius), "cnn_hash": round(float(t_hash[i]), 6),
-                       "cnn_any": round(float(t_any), 6)}))
-    thresholds, scores = best[1], best[2]
-    scores.update({"pairs": int(len(labels)), "positives": int(labels.sum()),
-                   "objective": "best_f1" if target_precision is None else f"precision>={target_precision}"})
+        ok = p >= target_precision - 1e-12
+        reached = bool(ok.any())
+        if reached:
+            idx = np.nonzero(ok)[0]
+            best = int(idx[np.lexsort((f[idx], r[idx]))[-1]])
+        else:
+            best = int(np.lexsort((r, p))[-1])
+    # Midway to the next lower cut keeps the same predictions with a margin.
+    cut = float(cuts[best])
+    lower = cuts[best - 1] if best > 0 else cut - 1.0
+    cut = (cut + float(lower)) / 2.0
+    thresholds = Thresholds(**{**base.to_dict(), "bias": round(b - cut, 6), "w_hash": round(float(w[0]), 6),
+                               "w_ncc": round(float(w[1]), 6), "w_grad": round(float(w[2]), 6)})
+    final = thresholds.score(hash_d, ncc, grad) >= 0
+    p1, r1, f1 = _prf(final[None, :], labels)
+    scores = {"precision": float(p1[0]), "recall": float(r1[0]), "f1": float(f1[0]), "reached_target": reached,
+              "pairs": int(len(labels)), "positives": int(labels.sum()),
+              "objective": "best_f1" if target_precision is None else f"precision>={target_precision}"}
     return thresholds, scores
 
 
@@ -190,12 +175,19 @@ def load_thresholds(directory: str | os.PathLike) -> Thresholds:
         raise ConfigError(f"{path}: unreadable dedup thresholds ({exc}); delete it or re-run calibrate") from None
 
 
-def calibrate(coll, pairs_csv: str | os.PathLike, target_precision: float | None = None,
-              save: bool = True) -> tuple[Thresholds, dict[str, Any]]:
-    """Calibrate the collection's dedup thresholds from a labelled-pairs CSV (and save them)."""
+def calibrate(source, pairs_csv: str | os.PathLike, target_precision: float | None = None,
+              save: bool = True, directory: str | os.PathLike | None = None) -> tuple[Thresholds, dict[str, Any]]:
+    """Calibrate dedup thresholds from a labelled-pairs CSV (and save them).
+
+    Args:
+        source: a collection, or a :class:`~lookalike.dedup.pipeline.Table` of a folder
+            (then ``directory`` says where ``dedup.json`` goes: the folder's cache).
+    """
+    directory = Path(directory) if directory is not None else Path(source.directory)
     pairs = read_labelled_pairs(pairs_csv)
-    sims, hash_d, labels = pair_features(coll, pairs)
-    thresholds, scores = choose_thresholds(sims, hash_d, labels, target_precision, base=load_thresholds(coll.directory))
+    hash_d, ncc, grad, labels = pair_features(source, pairs)
+    thresholds, scores = choose_thresholds(hash_d, ncc, grad, labels, target_precision, base=load_thresholds(directory))
     if save:
-        scores["saved_to"] = str(save_thresholds(coll.directory, thresholds, scores, source=str(pairs_csv)))
+        directory.mkdir(parents=True, exist_ok=True)
+        scores["saved_to"] = str(save_thresholds(directory, thresholds, scores, source=str(pairs_csv)))
     return thresholds, scores

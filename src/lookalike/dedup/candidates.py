@@ -1,21 +1,24 @@
-"""Candidate pairs for duplicate detection: exact byte copies, then perceptual-hash neighbours.
+"""Candidate pairs for duplicate detection: exact byte copies, then hash neighbours.
 
 Stage one of the two-stage search. Nothing here compares all pairs: exact copies are
 grouped by content hash (a dictionary), and hash neighbours come from a Hamming *range
-search* in a binary FAISS index. Each image is queried with the hashes of itself, its
-mirror and its 90/180/270-degree rotations (:func:`lookalike.descriptors.hashing.hash_variants`),
-so a flipped or rotated copy lands within the radius of the original.
+search* of every image's variant hashes (itself, mirror, 90/180/270-degree rotations,
+central 90% and 80%: :data:`lookalike.dedup.scan.DEDUP_VARIANTS`) against every image's
+own hash, so a flipped, rotated or border-cropped copy lands within the radius.
 
-Variant hashes need the pixels, which a collection does not keep, so they live in a
-small side file (:class:`VariantStore`) beside the collection's ``manifest.json``,
-keyed by item id and content hash: each image is decoded for it once, and later runs
-only hash what is new or changed.
+The range search is FAISS's flat binary scan (SIMD, exact, ``O(n)`` per query) for small
+sets and exact multi-index hashing (:mod:`.mih`, about ``O(1)`` per query) above
+:data:`MIH_MIN_ITEMS` stored hashes, measured in ``bench/dedup_scale.py``.
+
+The scan features of a collection's items live in a side file (:class:`ScanStore`)
+beside its ``manifest.json``, keyed by item id and content hash: each stored image is
+decoded for them once, and later runs only scan what is new or changed.
 
 Distances are Hamming distances in bits (smaller = more similar).
 """
 from __future__ import annotations
 
-import math
+import io
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -23,17 +26,13 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..descriptors.hashing import VARIANTS
-from ..errors import ImageLoadError, InputError
-from ..images import load_image
 from ..index.faiss import atomic_write_bytes
+from .scan import DEDUP_VARIANTS, SCAN_VERSION, THUMB, scan_files
 
-VARIANTS_FILE = "dedup_variants.npz"
-#: Above this many stored hashes the range search would use multi-index hashing (exact,
-#: :class:`MultiHashRangeSearcher`) instead of FAISS's brute-force scan. Off (None) by
-#: default: measured in bench/dedup_scale.py, FAISS's IndexBinaryMultiHash is slower
-#: than the SIMD flat scan at the radii dedup uses (10 bits of 64) up to 10^6 hashes.
-MULTIHASH_MIN_ITEMS: int | None = None
+SCAN_FILE = "dedup_scan.npz"
+#: From this many stored hashes on, the range search uses multi-index hashing (when the
+#: radius allows few probes: ``radius // 4 <= 2``); below it, FAISS's flat scan is faster.
+MIH_MIN_ITEMS = 20_000
 
 
 def ordered(a: int, b: int) -> tuple[int, int]:
@@ -66,228 +65,108 @@ def exact_duplicate_pairs(content_hashes: Mapping[int, str]) -> list[tuple[int, 
 
 
 # ------------------------------------------------------------------------- range search
-class MultiHashRangeSearcher:
-    """Exact Hamming range search by multi-index hashing (FAISS ``IndexBinaryMultiHash``).
-
-    The ``bits`` of each code are cut into ``nhash`` substrings of ``b`` bits, each
-    indexed in a hash table. Two codes within ``radius`` bits differ, by the pigeonhole
-    principle, in at most ``floor(radius / nhash)`` bits on at least one substring; probing
-    every bucket within ``nflip = floor(radius / nhash)`` flips of each query substring
-    therefore finds every neighbour, and FAISS then checks the full distance. With
-    ``b`` near ``log2(n)`` a bucket holds about one code, so a query costs about
-    ``nhash * sum_{i<=nflip} C(b, i)`` probes instead of ``n`` comparisons:
-    sub-quadratic for all-pairs search.
+def range_search(base: np.ndarray, queries: np.ndarray, radius: int, method: str = "auto"
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All ``(query row, base row, distance)`` within ``radius`` bits (exact).
 
     Args:
-        codes: ``(n, bits/8)`` uint8 packed hashes.
-        ids: ``(n,)`` int64 ids returned for them.
-        radius: the largest Hamming distance the searcher must find (bits, inclusive).
-        b: substring width (default: :meth:`best_width`, which grows with ``log n``).
+        base: ``(n, 8)`` uint8 packed 64-bit hashes.
+        queries: ``(q, 8)`` uint8 packed hashes.
+        radius: inclusive Hamming radius.
+        method: ``auto`` (MIH from :data:`MIH_MIN_ITEMS` on), ``mih`` or ``flat``.
     """
+    from .mih import MultiIndexHash, brute_force_range_search
 
-    def __init__(self, codes: np.ndarray, ids: np.ndarray, radius: int, b: int | None = None):
-        import faiss
-
-        codes = np.ascontiguousarray(codes, dtype=np.uint8)
-        self.bits = codes.shape[1] * 8
-        self.radius = int(radius)
-        self.b = int(b or self.best_width(len(codes), self.bits, self.radius))
-        self.nhash = max(1, self.bits // self.b)
-        self.nflip = self.radius // self.nhash
-        self.ids = np.asarray(ids, dtype=np.int64)
-        self._index = faiss.IndexBinaryMultiHash(self.bits, self.nhash, self.b)
-        self._index.nflip = self.nflip
-        self._index.add(codes)
-
-    @staticmethod
-    def best_width(n: int, bits: int, radius: int, probe_cost: float = 300.0) -> int:
-        """Substring width minimising a simple cost model per query: probes x (one hash
-        lookup, ~``probe_cost`` code comparisons as measured with FAISS here) + codes
-        in the probed buckets x one comparison."""
-        def cost(b: int) -> float:
-            nhash = bits // b
-            nflip = radius // nhash
-            probes = nhash * sum(math.comb(b, i) for i in range(nflip + 1))
-            return probes * (probe_cost + max(n, 1) / 2.0 ** b)
-        return min((b for b in range(4, min(bits, 32) + 1) if bits // b >= 1), key=cost)
-
-    def range_search(self, queries: np.ndarray, radius: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per query, ``(ids, distances)`` of all codes within ``radius`` bits, ascending."""
-        radius = self.radius if radius is None else int(radius)
-        if radius > self.radius:
-            raise InputError(f"this searcher was built for radius <= {self.radius}, asked {radius}")
-        q = np.ascontiguousarray(queries, dtype=np.uint8)
-        lims, distances, internal = self._index.range_search(q, radius + 1)  # FAISS: strict <
-        out = []
-        for row in range(len(q)):
-            d = distances[lims[row]:lims[row + 1]]
-            i = self.ids[internal[lims[row]:lims[row + 1]]]
-            order = np.argsort(d, kind="stable")
-            out.append((i[order], d[order].astype(np.float32)))
-        return out
+    if method == "auto":
+        method = "mih" if len(base) >= MIH_MIN_ITEMS and radius // 4 <= 2 else "flat"
+    if len(base) == 0 or len(queries) == 0:
+        e = np.zeros(0, np.int64)
+        return e, e.copy(), e.copy()
+    if method == "mih":
+        return MultiIndexHash(base, radius=radius).range_search(queries, radius)
+    return brute_force_range_search(base, queries, radius)
 
 
-def make_range_searcher(index, radius: int, multihash_min_items: int | None = MULTIHASH_MIN_ITEMS):
-    """The collection's binary index, or multi-index hashing above
-    ``multihash_min_items`` stored hashes (both exact)."""
-    if multihash_min_items is None or index.ntotal < multihash_min_items:
-        return index
-    faiss_index = index._index  # codes in insertion order; tombstones dropped below
-    codes = faiss_index.xb if hasattr(faiss_index, "xb") else None
-    if codes is None:
-        return index
-    import faiss
-
-    packed = faiss.vector_to_array(codes).reshape(-1, index.dim // 8)
-    live = np.ones(len(packed), dtype=bool)
-    if index.n_removed:
-        live[np.fromiter(index._tombstones, dtype=np.int64)] = False
-    return MultiHashRangeSearcher(packed[live], index._id_map[live], radius)
-
-
-def hash_candidates(searcher, query_ids: Sequence[int], query_variants: np.ndarray, radius: int,
-                    chunk: int = 20_000) -> dict[tuple[int, int], int]:
-    """Candidate pairs from a Hamming range search with every variant hash of each query.
+def hash_candidate_pairs(variants: np.ndarray, radius: int, method: str = "auto"
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs of rows whose variant hashes come within ``radius`` bits of the other's hash.
 
     Args:
-        searcher: anything with ``range_search(queries, radius) -> [(ids, distances)]``
-            (a binary :class:`~lookalike.index.faiss.FaissIndex` or :class:`MultiHashRangeSearcher`).
-        query_ids: ``(n,)`` the ids of the queries (a hit on the query itself is dropped).
-        query_variants: ``(n, V, bits/8)`` uint8: each query's variant hashes.
-        radius: Hamming radius in bits (inclusive).
+        variants: ``(n, V, 8)`` uint8 variant hashes (row 0 of each: the image itself).
 
     Returns:
-        ``{(a, b): smallest distance over variants}`` with ``a < b`` (when both are ids
-        of the same store) -- for queries from outside the store the query id comes
-        first as given (see :func:`hash_candidates_external`).
+        ``(a, b, distance)`` ``(p,)`` int64 arrays with ``a < b``, each pair once, with the
+        smallest distance over variants and directions.
     """
-    query_ids = np.asarray(query_ids, dtype=np.int64)
-    n, n_variants, code = query_variants.shape
-    best: dict[tuple[int, int], int] = {}
-    for start in range(0, n, chunk):
-        block = query_variants[start:start + chunk].reshape(-1, code)
-        results = searcher.range_search(block, radius)
-        for row, (ids, dists) in enumerate(results):
-            q = int(query_ids[start + row // n_variants])
-            for other, dist in zip(ids.tolist(), dists.tolist()):
-                if other == q:
-                    continue
-                key = ordered(q, other)
-                dist = int(round(dist))
-                if dist < best.get(key, 1 << 30):
-                    best[key] = dist
-    return best
+    n, v, _ = variants.shape
+    qi, bi, dist = range_search(variants[:, 0], variants.reshape(-1, 8), radius, method)
+    qi = qi // v
+    keep = qi != bi
+    a, b = np.minimum(qi[keep], bi[keep]), np.maximum(qi[keep], bi[keep])
+    dist = dist[keep]
+    order = np.lexsort((dist, b, a))
+    a, b, dist = a[order], b[order], dist[order]
+    first = np.ones(len(a), bool)
+    first[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+    return a[first], b[first], dist[first]
 
 
-def variant_distance(variants_a: np.ndarray, hash_b: np.ndarray) -> int:
-    """Smallest Hamming distance between any variant of ``a`` ``(V, bytes)`` and ``b`` ``(bytes,)``."""
-    from ..descriptors.hashing import hamming_distance
+# ------------------------------------------------------------------------- scan store
+class ScanStore:
+    """Scan features (variant hashes + thumbnails) of a collection's items, cached in
+    ``dedup_scan.npz``; rows are keyed by item id and valid while the content hash is
+    unchanged."""
 
-    return int(np.min(hamming_distance(variants_a, np.broadcast_to(hash_b, variants_a.shape))))
-
-
-# ------------------------------------------------------------------------- variant store
-def _versions(gray: np.ndarray) -> list[np.ndarray]:
-    """The image and its mirror and 90/180/270-degree rotations, in ``VARIANTS`` order
-    (the same versions :func:`lookalike.descriptors.hashing.hash_variants` hashes)."""
-    return [gray, gray[:, ::-1], np.rot90(gray, 1), np.rot90(gray, 2), np.rot90(gray, 3)]
-
-
-def compute_variants(path: str | os.PathLike, family: str = "phash", bits: int = 64) -> np.ndarray:
-    """``(V, bits/8)`` uint8 variant hashes of one image file (identity row first).
-
-    Raises:
-        ImageLoadError: the file cannot be decoded.
-    """
-    from ..descriptors.hashing import hash_variants
-    from ..images import load_image
-
-    return hash_variants(load_image(path, mode="L").pixels, family, bits)
-
-
-class VariantStore:
-    """Variant hashes of a collection's items, cached in ``dedup_variants.npz``.
-
-    Rows are keyed by item id and valid while the item's content hash is unchanged.
-    """
-
-    def __init__(self, directory: str | os.PathLike, family: str = "phash", bits: int = 64):
-        from ..descriptors.hashing import make_hash
-
-        self.path = Path(directory) / VARIANTS_FILE
-        self.family, self.bits = family, int(bits)
-        self.descriptor = make_hash(family, bits)
-        self.rows: dict[int, tuple[str, np.ndarray]] = {}
+    def __init__(self, directory: str | os.PathLike):
+        self.path = Path(directory) / SCAN_FILE
+        self.rows: dict[int, tuple[str, np.ndarray, np.ndarray]] = {}
         if self.path.exists():
             try:
                 data = np.load(self.path, allow_pickle=False)
-                if str(data["family"]) == family and int(data["bits"]) == self.bits:
-                    for item_id, chash, var in zip(data["ids"].tolist(), data["hashes"].tolist(), data["variants"]):
-                        self.rows[int(item_id)] = (str(chash), var)
+                if int(data["version"]) == SCAN_VERSION:
+                    for i, h, v, t in zip(data["ids"].tolist(), data["hashes"].tolist(), data["variants"], data["thumbs"]):
+                        self.rows[int(i)] = (str(h), v, t)
             except (OSError, ValueError, KeyError):
-                self.rows = {}  # a damaged cache: recomputed below
+                self.rows = {}  # a damaged cache: recomputed by update
 
-    def update(self, items: Iterable[Mapping], progress: Callable[[int], None] | None = None,
-               batch_size: int = 128) -> list[tuple[str, str]]:
-        """Hash the variants of items (``id``, ``path``, ``content_hash``) not cached yet;
-        drop rows of items no longer listed. Returns ``(path, reason)`` of failures."""
+    def update(self, items: Iterable[Mapping], workers: int = 1,
+               progress: Callable[[int], None] | None = None) -> list[tuple[str, str]]:
+        """Scan items (``id``, ``path``, ``content_hash``) not cached yet; drop rows of items
+        no longer listed. Returns ``(path, reason)`` of failures."""
         items = list(items)
-        failed = []
         live = {int(it["id"]) for it in items}
         changed = len(self.rows) != len(live & set(self.rows))
         self.rows = {k: v for k, v in self.rows.items() if k in live}
-        todo = [it for it in items
-                if self.rows.get(int(it["id"]), ("\0",))[0] != (it.get("content_hash") or "")]
-        # Batches: the hash family vectorises over same-sized images (one Lanczos matrix
-        # per size), so hashing 5 versions of many images at once is much cheaper.
-        for start in range(0, len(todo), batch_size):
-            batch, pixels = [], []
-            for it in todo[start:start + batch_size]:
-                try:
-                    pixels.append(self._thumbnail(load_image(it["path"], mode="L").pixels))
-                    batch.append(it)
-                except ImageLoadError as exc:
-                    failed.append((str(it["path"]), exc.reason))
-            if batch:
-                versions = [np.ascontiguousarray(v) for p in pixels for v in _versions(p)]
-                codes = self.descriptor.transform_pixels(versions)
-                codes = codes.reshape(len(batch), len(VARIANTS), -1)
-                for it, code in zip(batch, codes):
-                    self.rows[int(it["id"])] = (it.get("content_hash") or "", code)
-                changed = True
-            if progress is not None:
-                progress(len(todo[start:start + batch_size]))
-        if changed:
-            self.save()
-        return failed
-
-    def _thumbnail(self, gray: np.ndarray) -> np.ndarray:
-        """pHash's first step (the Lanczos thumbnail) done once per image: resizing
-        commutes with flips and quarter turns, so the five versions are cut from the
-        thumbnail instead of resizing five full-size images. The identity row is
-        bit-identical to the phash descriptor; rotated rows can differ by a bit or two
-        (Pillow rounds between its two resampling passes, whose order follows the axes)."""
-        if self.family != "phash":
-            return gray
-        from ..descriptors.hashing import lanczos_resize
-
-        side = self.descriptor.hash_size * self.descriptor.highfreq_factor
-        return lanczos_resize(gray[None], side, side)[0]
+        todo = [it for it in items if self.rows.get(int(it["id"]), ("\0",))[0] != (it.get("content_hash") or "")]
+        if not todo:
+            if changed:
+                self.save()
+            return []
+        scan = scan_files([it["path"] for it in todo], workers=workers, progress=progress)
+        by_path = {p: i for i, p in enumerate(scan.paths)}
+        for it in todo:
+            row = by_path.get(str(Path(it["path"]).resolve()))
+            if row is not None:
+                self.rows[int(it["id"])] = (it.get("content_hash") or "", scan.variants[row], scan.thumbs[row])
+        self.save()
+        return scan.failures
 
     def save(self) -> None:
-        import io
-
         ids = np.array(sorted(self.rows), dtype=np.int64)
-        variants = (np.stack([self.rows[i][1] for i in ids.tolist()]) if len(ids)
-                    else np.zeros((0, 5, self.bits // 8), np.uint8))
+        empty_v = np.zeros((0, len(DEDUP_VARIANTS), 8), np.uint8)
+        empty_t = np.zeros((0, 3, THUMB, THUMB), np.uint8)
         buffer = io.BytesIO()
         np.savez(buffer, ids=ids, hashes=np.array([self.rows[i][0] for i in ids.tolist()], dtype=str),
-                 variants=variants, family=np.array(self.family), bits=np.array(self.bits))
+                 variants=np.stack([self.rows[i][1] for i in ids.tolist()]) if len(ids) else empty_v,
+                 thumbs=np.stack([self.rows[i][2] for i in ids.tolist()]) if len(ids) else empty_t,
+                 version=np.array(SCAN_VERSION))
         atomic_write_bytes(self.path, buffer.getvalue())
 
-    def get(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """``(ids present (m,), variants (m, V, bits/8))`` for the requested ids."""
+    def get(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(ids present (m,), variants (m, V, 8), thumbs (m, 3, T, T))``."""
         present = [int(i) for i in ids if int(i) in self.rows]
         if not present:
-            return np.zeros(0, np.int64), np.zeros((0, 5, self.bits // 8), np.uint8)
-        return np.array(present, np.int64), np.stack([self.rows[i][1] for i in present])
+            return (np.zeros(0, np.int64), np.zeros((0, len(DEDUP_VARIANTS), 8), np.uint8),
+                    np.zeros((0, 3, THUMB, THUMB), np.uint8))
+        return (np.array(present, np.int64), np.stack([self.rows[i][1] for i in present]),
+                np.stack([self.rows[i][2] for i in present]))

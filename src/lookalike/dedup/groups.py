@@ -54,6 +54,45 @@ def connected_groups(pairs: Iterable[tuple[Any, Any]]) -> list[list]:
     return uf.groups()
 
 
+def linked_groups(pairs: Sequence[tuple[Any, Any]], accept: Callable[[list[tuple[Any, Any]]], np.ndarray]
+                  ) -> list[list]:
+    """Groups in which most pairs are verified duplicates (average linkage by vote).
+
+    Plain connected components chain: a ~ b and b ~ c put a and c together although
+    they may be merely similar (neighbouring turntable views of one object, a
+    sequence of shots). Here two groups merge on an accepted pair only if ``accept``
+    passes a strict majority of all cross pairs between them (the accepted pair
+    included). A chain a ~ b ~ c with a !~ c does not merge (1 of 2), while one
+    member that a single check misses (a mirrored copy against a rotated one, which
+    local features cannot match) does not keep a copy out of a group it matches
+    otherwise.
+
+    Args:
+        pairs: accepted pairs, strongest first (the merge order).
+        accept: ``[(x, y), ...] -> (k,) bool``: is each pair a duplicate.
+
+    Returns:
+        Groups (size >= 2), each sorted, ordered by their first member.
+    """
+    group_of: dict[Any, list] = {}
+    for a, b in pairs:
+        ga, gb = group_of.get(a, [a]), group_of.get(b, [b])
+        if ga is gb:
+            continue
+        cross = [(x, y) for x in ga for y in gb if {x, y} != {a, b}]
+        if cross and 2 * (1 + int(np.sum(accept(cross)))) <= len(cross) + 1:
+            continue
+        merged = ga + gb
+        for x in merged:
+            group_of[x] = merged
+    seen, out = set(), []
+    for g in group_of.values():
+        if id(g) not in seen:
+            seen.add(id(g))
+            out.append(sorted(g))
+    return sorted(out, key=lambda g: g[0])
+
+
 def _keeper_key(policy: str) -> Callable[[Mapping[str, Any]], tuple]:
     # Each key sorts the preferred keeper first; the path breaks ties deterministically.
     if policy == "resolution":
@@ -102,7 +141,8 @@ class Group:
 
 
 def build_groups(pairs: Iterable[tuple[int, int]], items: Mapping[int, Mapping[str, Any]],
-                 similarity: Callable[[int, int], float], policy: str = "resolution") -> list[Group]:
+                 similarity: Callable[[int, int], float], policy: str = "resolution",
+                 components: list[list] | None = None) -> list[Group]:
     """Join duplicate pairs into groups and pick a keeper for each.
 
     Args:
@@ -110,13 +150,15 @@ def build_groups(pairs: Iterable[tuple[int, int]], items: Mapping[int, Mapping[s
         items: ``{id: {"path", "width", "height", "size", "mtime", "content_hash"}}``.
         similarity: ``(keeper_id, member_id) -> similarity`` (larger = more similar).
         policy: one of :data:`KEEP_POLICIES`.
+        components: the groups' member ids when already formed (e.g. by
+            :func:`linked_groups`); default: connected components of ``pairs``.
 
     Returns:
         Groups, largest first (then by keeper path); members most similar first.
     """
     _keeper_key(policy)
     out = []
-    for ids in connected_groups(pairs):
+    for ids in (components if components is not None else connected_groups(pairs)):
         rows = [{**items[i], "id": i} for i in ids]
         keeper = choose_keeper(rows, policy)
         members = []

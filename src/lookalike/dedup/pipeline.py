@@ -1,9 +1,19 @@
-"""The duplicate search end to end: collection -> candidates -> verification -> groups.
+"""The duplicate search end to end: files -> one cheap scan -> candidates -> verification -> groups.
 
-:func:`find_duplicates` searches a whole collection (every stored image against every
-other, through the indexes, never all pairs); :func:`check_new` checks new files against
-a collection without re-reading the stored ones; :func:`prepare_folder` builds or
-refreshes the cache collection of a folder (incremental: unchanged files are skipped).
+:func:`find_duplicates_in_folder` is the folder mode (``lookalike dedup DIR``): one
+reduced-size decode per file (:mod:`.scan`, cached in ``DIR/.lookalike`` or ``--db`` by
+path, size and mtime, so re-runs only scan new or changed files), a Hamming range search
+over the variant hashes, the thumbnail check of each candidate pair, complete-linkage
+groups. No CNN runs by default: measured on ``bench/dedup.py`` it separated candidate
+pairs worse than the thumbnails' edge correlation at ~40x the cost. ``cnn_k > 0``
+turns on CNN nearest neighbours as a second candidate source (heavy crops and large
+rotations, which move every hash too far); that needs a CNN vector of *every* image,
+i.e. the full CNN cost the default path avoids.
+
+:func:`find_duplicates` does the same for a collection (its scan features are cached in
+:class:`~lookalike.dedup.candidates.ScanStore`; its stored CNN vectors serve ``cnn_k``);
+:func:`check_new` checks new files against a collection without re-reading the stored
+images.
 """
 from __future__ import annotations
 
@@ -15,27 +25,28 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, ImageLoadError, InputError
-from .candidates import (
-    VariantStore,
-    exact_duplicate_pairs,
-    hash_candidates,
-    make_range_searcher,
-    ordered,
-)
-from .groups import Group, build_groups
-from .verify import GeometricVerifier, Thresholds, cnn_neighbour_candidates, is_duplicate, pair_similarities
+from ..errors import InputError
+from .candidates import ScanStore, exact_duplicate_pairs, hash_candidate_pairs, ordered, range_search
+from .groups import Group, build_groups, linked_groups
+from .verify import GeometricVerifier, Thresholds, cnn_neighbour_candidates, pair_similarities, thumbnail_features
 
-#: Default descriptors of a folder's cache collection.
+#: Default descriptors of a collection made for dedup (``lookalike add``; the folder
+#: mode needs no collection).
 FOLDER_DESCRIPTORS = ("phash:bits=64", "cnn")
 CACHE_DIR = ".lookalike"
+FOLDER_SCAN_FILE = "folder_scan.npz"
 #: Hash distance recorded for pairs that were not hash candidates.
 FAR = 1 << 10
 
 
 @dataclass
 class Pair:
-    """A scored candidate pair (ids; negative ids are new files not in the collection)."""
+    """A scored candidate pair (ids; negative ids are new files not in the collection).
+
+    ``similarity``: edge correlation of the aligned thumbnails (1.0 = same edges;
+    larger = more similar); ``score``: the decision score (``>= 0`` accepts);
+    ``cnn``: CNN cosine when the CNN took part.
+    """
 
     a: int
     b: int
@@ -44,6 +55,9 @@ class Pair:
     sources: tuple[str, ...]
     duplicate: bool = False
     inliers: int | None = None
+    score: float | None = None
+    ncc: float | None = None
+    cnn: float | None = None
 
 
 @dataclass
@@ -60,9 +74,31 @@ class DedupResult:
         return {"groups": [g.to_dict() for g in self.groups]}
 
 
+@dataclass
+class Table:
+    """Scan features of the images one search looks at.
+
+    ``ids (n,)`` item ids; ``variants (n, V, 8)``; ``thumbs (n, 3, T, T)``;
+    ``items`` ``{id: {path, content_hash, size, mtime, width, height}}``.
+    """
+
+    ids: np.ndarray
+    variants: np.ndarray
+    thumbs: np.ndarray
+    items: dict[int, dict[str, Any]]
+
+    def __post_init__(self):
+        self.row = {int(i): r for r, i in enumerate(self.ids.tolist())}
+
+    def features(self, pairs: Sequence[tuple[int, int]]):
+        a = np.array([self.row[p[0]] for p in pairs], np.int64)
+        b = np.array([self.row[p[1]] for p in pairs], np.int64)
+        return thumbnail_features(self.variants, self.thumbs, a, b)
+
+
 # --------------------------------------------------------------------------- collection
 def descriptor_keys(coll) -> tuple[str | None, str | None]:
-    """The keys of the collection's 64-bit-style perceptual hash and CNN descriptors."""
+    """The keys of the collection's pHash-style and CNN descriptors (either may be None)."""
     hash_key = cnn_key = None
     for key, entry in coll.manifest["descriptors"].items():
         family = entry["spec"].split(":")[0]
@@ -70,301 +106,399 @@ def descriptor_keys(coll) -> tuple[str | None, str | None]:
             hash_key = key
         elif family == "cnn" and cnn_key is None:
             cnn_key = key
-    if hash_key is None:
-        for key, entry in coll.manifest["descriptors"].items():
-            if entry["metric"] == "hamming" and entry["spec"].split(":")[0] in ("ahash", "dhash", "whash"):
-                hash_key = key
-                break
-    if hash_key is None and cnn_key is None:
-        raise ConfigError("this collection has neither a perceptual hash (phash) nor a cnn descriptor; "
-                          "create it with e.g. --descriptor phash --descriptor cnn")
     return hash_key, cnn_key
-
-
-def _variant_store(coll, hash_key: str | None) -> VariantStore | None:
-    if hash_key is None:
-        return None
-    d = coll.descriptor(hash_key)
-    return VariantStore(coll.directory, d.name, d.dim)
 
 
 def prepare_folder(folder: str | os.PathLike, db: str | os.PathLike | None = None, workers: int = 1,
                    progress: bool = False, exclude: Sequence[str | os.PathLike] = ()):
-    """Create or refresh the cache collection of ``folder`` (phash + cnn).
+    """Create or refresh a *collection* of ``folder`` (phash + cnn): for ``check_new``,
+    calibration against a collection, or the CNN candidate source. The plain folder
+    mode (:func:`find_duplicates_in_folder`) does not need one.
 
     Returns:
         ``(collection, failures)``: failures are ``(path, reason)`` of unreadable files.
     """
     from ..collection import MANIFEST, Collection
-    from ..images import iter_image_files
 
     folder = Path(folder).resolve()
-    if not folder.is_dir():
-        raise InputError(f"{folder}: not a directory")
     db = Path(db).resolve() if db else folder / CACHE_DIR
     if (db / MANIFEST).exists():
         coll = Collection.open(db)
     else:
         coll = Collection.create(db, descriptors=list(FOLDER_DESCRIPTORS))
-    skip = [db] + [Path(e).resolve() for e in exclude]
-    files = [p for p in iter_image_files(folder) if not any(p.resolve().is_relative_to(s) for s in skip)]
-    coll.sync()  # files moved away or deleted since the last run
+    files = list_images(folder, [db] + list(exclude))
+    coll.sync()
     if files:
         coll.add(files, workers=workers, progress=progress)
     present = {str(p.resolve()) for p in files}
-    failures = [(p, r) for p, r in coll.failures() if p in present]
-    return coll, failures
+    return coll, [(p, r) for p, r in coll.failures() if p in present]
 
 
-def _items(coll) -> dict[int, dict[str, Any]]:
-    return {row["id"]: row for row in coll.items()}
+def list_images(folder: str | os.PathLike, exclude: Sequence[str | os.PathLike] = ()) -> list[Path]:
+    """Image files under ``folder``, minus those under ``exclude`` folders."""
+    from ..images import iter_image_files
+
+    folder = Path(folder).resolve()
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a directory")
+    skip = [Path(e).resolve() for e in exclude]
+    return [p for p in iter_image_files(folder) if not any(p.resolve().is_relative_to(s) for s in skip)]
 
 
-# --------------------------------------------------------------------------- scoring
-def _score(pairs: dict[tuple[int, int], dict], vectors: dict[int, np.ndarray] | None,
-           thresholds: Thresholds, paths: dict[int, str] | None = None) -> list[Pair]:
-    keys = sorted(pairs)
-    hash_d = np.array([pairs[k].get("hash", FAR) for k in keys], dtype=np.int64)
-    sims = None
-    if vectors is not None:
-        sims = pair_similarities(vectors, keys) if keys else np.zeros(0, np.float32)
-    exact = np.array(["exact" in pairs[k]["sources"] for k in keys], dtype=bool)
-    dup = is_duplicate(sims, hash_d, thresholds) | exact
+def collection_table(coll, workers: int = 1, progress: bool = False) -> tuple[Table, list[tuple[str, str]]]:
+    """The scan table of a collection's items (scanning what the store lacks)."""
+    items = {row["id"]: row for row in coll.items()}
+    store = ScanStore(coll.directory)
+    bar = _bar(progress, len([i for i in items if i not in store.rows]), "scanning")
+    failed = store.update(items.values(), workers=workers, progress=bar.advance)
+    bar.close()
+    ids, var, th = store.get(sorted(items))
+    return Table(ids, var, th, {i: items[i] for i in ids.tolist()}), failed
+
+
+def folder_table(folder: str | os.PathLike, cache: str | os.PathLike | None = None, workers: int = 1,
+                 progress: bool = False, exclude: Sequence[str | os.PathLike] = ()
+                 ) -> tuple[Table, list[tuple[str, str]], Path]:
+    """The scan table of a folder's images, cached by path, size and mtime.
+
+    Returns:
+        ``(table, failures, cache_dir)``; ids are row numbers in sorted path order.
+    """
+    import io
+
+    from ..index.faiss import atomic_write_bytes
+    from .scan import SCAN_VERSION, scan_files
+
+    folder = Path(folder).resolve()
+    cache = Path(cache).resolve() if cache else folder / CACHE_DIR
+    files = sorted(list_images(folder, [cache] + list(exclude)))
+    cached: dict[str, tuple] = {}
+    cache_file = cache / FOLDER_SCAN_FILE
+    if cache_file.exists():
+        try:
+            data = np.load(cache_file, allow_pickle=False)
+            if int(data["version"]) == SCAN_VERSION:
+                for r, p in enumerate(data["paths"].tolist()):
+                    cached[p] = (int(data["sizes"][r]), float(data["mtimes"][r]), str(data["hashes"][r]),
+                                 int(data["widths"][r]), int(data["heights"][r]), data["variants"][r], data["thumbs"][r])
+        except (OSError, ValueError, KeyError):
+            cached = {}
+    rows: dict[str, tuple] = {}
+    todo = []
+    for p in files:
+        key = str(p.resolve())
+        st = p.stat()
+        hit = cached.get(key)
+        if hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime:
+            rows[key] = hit
+        else:
+            todo.append(key)
+    bar = _bar(progress, len(todo), "scanning")
+    scan = scan_files(todo, workers=workers, progress=bar.advance)
+    bar.close()
+    for r, p in enumerate(scan.paths):
+        rows[p] = (int(scan.sizes[r]), float(scan.mtimes[r]), scan.content_hashes[r], int(scan.widths[r]),
+                   int(scan.heights[r]), scan.variants[r], scan.thumbs[r])
+    paths = sorted(rows)
+    if todo or len(paths) != len(cached):
+        cache.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        from .scan import DEDUP_VARIANTS, THUMB
+
+        np.savez(buffer, version=np.array(SCAN_VERSION), paths=np.array(paths, dtype=str),
+                 sizes=np.array([rows[p][0] for p in paths], np.int64),
+                 mtimes=np.array([rows[p][1] for p in paths], np.float64),
+                 hashes=np.array([rows[p][2] for p in paths], dtype=str),
+                 widths=np.array([rows[p][3] for p in paths], np.int64),
+                 heights=np.array([rows[p][4] for p in paths], np.int64),
+                 variants=np.stack([rows[p][5] for p in paths]) if paths else np.zeros((0, len(DEDUP_VARIANTS), 8), np.uint8),
+                 thumbs=np.stack([rows[p][6] for p in paths]) if paths else np.zeros((0, 3, THUMB, THUMB), np.uint8))
+        atomic_write_bytes(cache_file, buffer.getvalue())
+    items = {i: {"path": p, "size": rows[p][0], "mtime": rows[p][1], "content_hash": rows[p][2],
+                 "width": rows[p][3], "height": rows[p][4]} for i, p in enumerate(paths)}
+    table = Table(np.arange(len(paths), dtype=np.int64),
+                  np.stack([rows[p][5] for p in paths]) if paths else np.zeros((0, 7, 8), np.uint8),
+                  np.stack([rows[p][6] for p in paths]) if paths else np.zeros((0, 3, 64, 64), np.uint8), items)
+    return table, scan.failures, cache
+
+
+# --------------------------------------------------------------------------- decision
+def _decide(table: Table, candidates: dict[tuple[int, int], dict], thresholds: Thresholds,
+            vectors: dict[int, np.ndarray] | None) -> list[Pair]:
+    """Score every candidate pair (features from the table; CNN cosine where given)."""
+    keys = sorted(k for k in candidates if k[0] in table.row and k[1] in table.row)
+    hash_d, ncc, grad = table.features(keys)
+    score = thresholds.score(hash_d, ncc, grad)
+    exact = np.array(["exact" in candidates[k]["sources"] for k in keys], bool)
+    hash_src = np.array(["hash" in candidates[k]["sources"] for k in keys], bool)
+    dup = exact | (hash_src & (score >= 0))
+    sims = np.full(len(keys), np.nan, np.float32)
+    if vectors is not None and keys:
+        have = [i for i, k in enumerate(keys) if k[0] in vectors and k[1] in vectors]
+        if have:
+            sims[have] = pair_similarities(vectors, [keys[i] for i in have])
+        dup |= np.nan_to_num(sims, nan=-1.0) >= thresholds.cnn_any
     inliers: dict[int, int] = {}
-    if sims is not None and paths is not None and thresholds.geo_inliers > 0:
-        # Third stage, only for the uncertain band: local features + RANSAC.
-        band = np.nonzero(~dup & (sims >= thresholds.cnn_geo) & (sims < thresholds.cnn_any))[0]
+    if thresholds.geo_inliers > 0 and keys:
+        # Optional third stage for the near misses only: local features + RANSAC.
         verifier = GeometricVerifier()
-        for i in band.tolist():
+        for i in np.nonzero(~dup & ((score >= thresholds.geo_margin) | (np.nan_to_num(sims, nan=-1.0) >= 0.75)))[0].tolist():
             a, b = keys[i]
-            inliers[i] = verifier.inliers(paths[a], paths[b])
+            inliers[i] = verifier.inliers(table.items[a]["path"], table.items[b]["path"])
             dup[i] = inliers[i] >= thresholds.geo_inliers
-    return [Pair(a, b, None if sims is None else float(sims[i]), int(hash_d[i]),
-                 tuple(sorted(pairs[(a, b)]["sources"])), bool(dup[i]), inliers.get(i))
+    return [Pair(a, b, float(grad[i]), int(hash_d[i]), tuple(sorted(candidates[(a, b)]["sources"])), bool(dup[i]),
+                 inliers.get(i), float(score[i]), float(ncc[i]), None if np.isnan(sims[i]) else float(sims[i]))
             for i, (a, b) in enumerate(keys)]
 
 
-def _add(pairs: dict, key: tuple[int, int], source: str, hash_distance: int | None = None) -> None:
-    entry = pairs.setdefault(key, {"sources": set()})
-    entry["sources"].add(source)
-    if hash_distance is not None:
-        entry["hash"] = min(hash_distance, entry.get("hash", FAR))
+def _group(table: Table, scored: list[Pair], thresholds: Thresholds, policy: str,
+           vectors: dict[int, np.ndarray] | None) -> list[Group]:
+    """Complete-linkage groups of the accepted pairs, strongest pairs merged first."""
+    verdict = {(p.a, p.b): p.duplicate for p in scored}
+    geo = GeometricVerifier()
 
+    def accept(pairs: list[tuple[int, int]]) -> np.ndarray:
+        pairs = [ordered(a, b) for a, b in pairs]
+        out = np.array([verdict.get(p, False) for p in pairs], bool)
+        todo = [i for i, p in enumerate(pairs) if p not in verdict]
+        if todo:
+            sub = [pairs[i] for i in todo]
+            d, n, g = table.features(sub)
+            ok = thresholds.score(d, n, g) >= 0
+            same = np.array([table.items[a].get("content_hash") == table.items[b].get("content_hash")
+                             for a, b in sub], bool)
+            if vectors is not None:
+                ok |= np.array([a in vectors and b in vectors and float(vectors[a] @ vectors[b]) >= thresholds.cnn_any
+                                for a, b in sub], bool)
+            ok |= same
+            if thresholds.geo_inliers > 0:
+                for i in np.nonzero(~ok)[0].tolist():
+                    ok[i] = geo.inliers(table.items[sub[i][0]]["path"], table.items[sub[i][1]]["path"]) >= thresholds.geo_inliers
+            out[todo] = ok
+            verdict.update({p: bool(v) for p, v in zip(sub, out[todo])})
+        return out
 
-def _fill_hash_distances(pairs: dict, variants: dict[int, np.ndarray]) -> None:
-    """Variant-hash distances of pairs found only by other sources (for the rule)."""
-    from ..descriptors.hashing import hamming_distance
+    accepted = sorted((p for p in scored if p.duplicate),
+                      key=lambda p: (-(1e9 if "exact" in p.sources else (p.score or 0.0)), p.a, p.b))
+    components = linked_groups([(p.a, p.b) for p in accepted], accept)
+    sim = {(p.a, p.b): p.similarity for p in scored}
 
-    todo = [k for k, v in pairs.items() if "hash" not in v and k[0] in variants and k[1] in variants]
-    if not todo:
-        return
-    a = np.stack([variants[k[0]] for k in todo])          # (m, V, bytes)
-    b = np.stack([variants[k[1]][0] for k in todo])       # (m, bytes) identity of b
-    b_var = np.stack([variants[k[1]] for k in todo])
-    a_id = a[:, 0]
-    v = a.shape[1]
-    d1 = hamming_distance(a.reshape(-1, a.shape[2]), np.repeat(b, v, axis=0)).reshape(-1, v).min(axis=1)
-    d2 = hamming_distance(b_var.reshape(-1, a.shape[2]), np.repeat(a_id, v, axis=0)).reshape(-1, v).min(axis=1)
-    for k, d in zip(todo, np.minimum(d1, d2).tolist()):
-        pairs[k]["hash"] = int(d)
-
-
-def _similarity_fn(vectors: dict[int, np.ndarray] | None, hash_fallback: dict[tuple[int, int], int]):
     def similarity(a: int, b: int) -> float:
-        if vectors is not None and a in vectors and b in vectors:
-            return float(np.dot(vectors[a], vectors[b]))
-        # Without CNN vectors: 1 - hash distance / bits-ish, a coarse stand-in.
-        return 1.0 - hash_fallback.get(ordered(a, b), 64) / 64.0
-    return similarity
+        key = ordered(a, b)
+        if key not in sim:
+            sim[key] = float(table.features([key])[2][0])
+        return sim[key]
+
+    return build_groups([], table.items, similarity, policy, components=components)
 
 
-# --------------------------------------------------------------------------- searches
-def find_duplicates(coll, thresholds: Thresholds | None = None, policy: str = "resolution",
-                    progress: bool = False, candidate_pairs_only: bool = False) -> DedupResult:
-    """Every duplicate group among a collection's stored images.
-
-    Args:
-        coll: an open :class:`~lookalike.collection.Collection` with a phash and/or cnn descriptor.
-        thresholds: decision thresholds (default: the collection's calibrated ones, else
-            :class:`Thresholds` defaults).
-        policy: keeper policy (see :mod:`lookalike.dedup.groups`).
-        candidate_pairs_only: score candidate pairs but skip grouping (calibration).
-
-    Returns:
-        :class:`DedupResult`; ``skipped`` lists files the collection could not read.
-    """
-    from .calibrate import load_thresholds
-
-    thresholds = thresholds or load_thresholds(coll.directory)
+def search_table(table: Table, thresholds: Thresholds, policy: str = "resolution",
+                 vectors: dict[int, np.ndarray] | None = None, cnn_index=None,
+                 candidate_pairs_only: bool = False, skipped: Sequence[tuple[str, str]] = ()) -> DedupResult:
+    """Candidates, verification and groups over one scan table (see the module docstring)."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    hash_key, cnn_key = descriptor_keys(coll)
-    items = _items(coll)
-    skipped = list(coll.failures())
-    pairs: dict[tuple[int, int], dict] = {}
+    candidates: dict[tuple[int, int], dict] = {}
+
+    def add(key, source):
+        candidates.setdefault(key, {"sources": set()})["sources"].add(source)
 
     t = time.perf_counter()
-    for a, b in exact_duplicate_pairs({i: it["content_hash"] for i, it in items.items()}):
-        _add(pairs, ordered(a, b), "exact", 0)
-    timings["exact"] = time.perf_counter() - t
-
-    variants: dict[int, np.ndarray] = {}
-    if hash_key is not None:
+    for a, b in exact_duplicate_pairs({i: it.get("content_hash") for i, it in table.items.items()}):
+        add(ordered(a, b), "exact")
+    ra, rb, _ = hash_candidate_pairs(table.variants, thresholds.hash_radius)
+    for a, b in zip(table.ids[ra].tolist(), table.ids[rb].tolist()):
+        add(ordered(a, b), "hash")
+    timings["candidates"] = time.perf_counter() - t
+    if vectors is not None and cnn_index is not None and thresholds.cnn_k > 0:
         t = time.perf_counter()
-        store = _variant_store(coll, hash_key)
-        bar = _bar(progress, len([i for i in items if i not in store.rows]), "hashing variants")
-        skipped += [s for s in store.update(items.values(), progress=bar.advance) if s not in skipped]
-        bar.close()
-        ids, var = store.get(sorted(items))
-        variants = dict(zip(ids.tolist(), var))
-        timings["variants"] = time.perf_counter() - t
-        t = time.perf_counter()
-        searcher = make_range_searcher(coll.index(hash_key), thresholds.hash_radius)
-        for key, dist in hash_candidates(searcher, ids, var, thresholds.hash_radius).items():
-            if key[0] in items and key[1] in items:
-                _add(pairs, key, "hash", dist)
-        timings["hash_search"] = time.perf_counter() - t
-
-    vectors = None
-    if cnn_key is not None:
-        t = time.perf_counter()
-        cnn_ids, cnn_vecs = coll.vectors(cnn_key)
-        if thresholds.cnn_k > 0:
-            index = coll.index(cnn_key)
-            floor = min(thresholds.cnn_any, thresholds.cnn_hash)
-            for key, _ in cnn_neighbour_candidates(index, cnn_ids, cnn_vecs, thresholds.cnn_k, floor).items():
-                _add(pairs, key, "cnn")
-        vectors = dict(zip(cnn_ids.tolist(), cnn_vecs))
-        timings["cnn_search"] = time.perf_counter() - t
-        _fill_hash_distances(pairs, variants)
-        pairs = {k: v for k, v in pairs.items() if k[0] in vectors and k[1] in vectors or "exact" in v["sources"]}
-
+        ids = np.array(sorted(vectors), np.int64)
+        for key in cnn_neighbour_candidates(cnn_index, ids, np.stack([vectors[i] for i in ids.tolist()]),
+                                            thresholds.cnn_k, thresholds.cnn_any - 0.25):
+            add(key, "cnn")
+        timings["cnn_candidates"] = time.perf_counter() - t
     t = time.perf_counter()
-    scored = _score(pairs, vectors, thresholds, {i: it["path"] for i, it in items.items()})
+    scored = _decide(table, candidates, thresholds, vectors)
     timings["verify"] = time.perf_counter() - t
-    stats = {"items": len(items), "skipped": len(skipped), "candidate_pairs": len(scored),
+    stats = {"items": len(table.ids), "skipped": len(skipped), "candidate_pairs": len(scored),
              "hash_candidates": sum("hash" in p.sources for p in scored),
              "cnn_candidates": sum("cnn" in p.sources for p in scored),
              "exact_pairs": sum("exact" in p.sources for p in scored),
              "geometric_checks": sum(p.inliers is not None for p in scored),
              "duplicate_pairs": sum(p.duplicate for p in scored)}
     if candidate_pairs_only:
-        return DedupResult([], skipped, scored, stats, thresholds)
+        return DedupResult([], list(skipped), scored, stats, thresholds)
     t = time.perf_counter()
-    accepted = [(p.a, p.b) for p in scored if p.duplicate]
-    hash_fallback = {(p.a, p.b): p.hash_distance for p in scored}
-    groups = build_groups(accepted, items, _similarity_fn(vectors, hash_fallback), policy)
+    groups = _group(table, scored, thresholds, policy, vectors)
     timings["group"] = time.perf_counter() - t
     stats["groups"] = len(groups)
     stats["seconds"] = {k: round(v, 4) for k, v in timings.items()}
-    stats["seconds"]["total"] = round(time.perf_counter() - started, 4)
-    return DedupResult(groups, skipped, scored, stats, thresholds)
+    stats["seconds"]["search_verify_group"] = round(time.perf_counter() - started, 4)
+    return DedupResult(groups, list(skipped), scored, stats, thresholds)
 
 
-def check_new(coll, files: Sequence[str | os.PathLike], thresholds: Thresholds | None = None,
-              policy: str = "resolution", progress: bool = False) -> DedupResult:
-    """Check new image files against a collection (the stored images are not re-read).
+# --------------------------------------------------------------------------- entry points
+def _cnn_vectors(paths: dict[int, str], workers: int = 1) -> dict[int, np.ndarray]:
+    """CNN vectors of files (for ``cnn_k`` in folder mode: every image, the costly part)."""
+    from ..descriptors.base import make_descriptor
+    from ..errors import ImageLoadError
+    from ..images import load_image
 
-    Each new file is decoded once (content hash, variant hashes, CNN vector); candidates
-    come from the collection's hash index (range search) and CNN index (k nearest), plus
-    the new files among themselves. Groups contain at least one new file; new files get
-    negative ids in ``pairs``.
+    d = make_descriptor("cnn")
+    ids, pixels = [], []
+    for i, p in paths.items():
+        try:
+            pixels.append(load_image(p, mode="RGB", max_side=d.max_side).pixels)
+            ids.append(i)
+        except ImageLoadError:
+            continue
+    return dict(zip(ids, d.transform_pixels(pixels))) if ids else {}
+
+
+class _VectorIndex:
+    """Exact cosine top-k over in-memory unit vectors (folder mode's CNN source)."""
+
+    def __init__(self, vectors: dict[int, np.ndarray]):
+        import faiss
+
+        self.ids = np.array(sorted(vectors), np.int64)
+        self._index = faiss.IndexFlatIP(len(next(iter(vectors.values()))))
+        self._index.add(np.stack([vectors[i] for i in self.ids.tolist()]).astype(np.float32))
+        self.ntotal = len(self.ids)
+
+    def search(self, q: np.ndarray, k: int):
+        from types import SimpleNamespace
+
+        sims, rows = self._index.search(np.asarray(q, np.float32), k)
+        return SimpleNamespace(ids=np.where(rows >= 0, self.ids[rows], -1), distances=1.0 - sims)
+
+
+def find_duplicates_in_folder(folder: str | os.PathLike, cache: str | os.PathLike | None = None,
+                              thresholds: Thresholds | None = None, policy: str = "resolution",
+                              workers: int = 1, progress: bool = False,
+                              exclude: Sequence[str | os.PathLike] = ()) -> DedupResult:
+    """Every duplicate group among a folder's images (``lookalike dedup DIR``).
+
+    Args:
+        folder: the folder (searched recursively; ``cache`` and ``exclude`` skipped).
+        cache: where the scan cache and calibrated thresholds live (default ``folder/.lookalike``).
+        thresholds: default: the cache's calibrated ones, else :class:`Thresholds`.
+        workers: scan processes.
+
+    Returns:
+        :class:`DedupResult` (ids are row numbers of the folder's sorted paths).
     """
-    from ..descriptors.hashing import hamming_distance, hash_variants
-    from ..extraction import content_hash
-    from ..images import adapt_pixels, load_image
+    from .calibrate import load_thresholds
+
+    started = time.perf_counter()
+    table, failures, cache_dir = folder_table(folder, cache, workers, progress, exclude)
+    scan_s = time.perf_counter() - started
+    thresholds = thresholds or load_thresholds(cache_dir)
+    vectors = index = None
+    if thresholds.cnn_k > 0 and len(table.ids):
+        vectors = _cnn_vectors({i: it["path"] for i, it in table.items.items()}, workers)
+        index = _VectorIndex(vectors) if vectors else None
+    result = search_table(table, thresholds, policy, vectors, index, skipped=failures)
+    result.stats.setdefault("seconds", {})
+    result.stats["seconds"]["scan"] = round(scan_s, 4)
+    result.stats["seconds"]["total"] = round(time.perf_counter() - started, 4)
+    result.stats["cache"] = str(cache_dir)
+    return result
+
+
+def find_duplicates(coll, thresholds: Thresholds | None = None, policy: str = "resolution",
+                    progress: bool = False, candidate_pairs_only: bool = False, workers: int = 1) -> DedupResult:
+    """Every duplicate group among a collection's stored images.
+
+    Args:
+        coll: an open :class:`~lookalike.collection.Collection` (its images are scanned once
+            into ``dedup_scan.npz``; a ``cnn`` descriptor serves ``cnn_k``).
+        thresholds: default: the collection's calibrated ones, else :class:`Thresholds`.
+        policy: keeper policy (see :mod:`lookalike.dedup.groups`).
+        candidate_pairs_only: score candidate pairs but skip grouping (calibration).
+    """
     from .calibrate import load_thresholds
 
     thresholds = thresholds or load_thresholds(coll.directory)
     started = time.perf_counter()
-    hash_key, cnn_key = descriptor_keys(coll)
-    hash_d = coll.descriptor(hash_key) if hash_key else None
-    cnn_d = coll.descriptor(cnn_key) if cnn_key else None
-    new_items: dict[int, dict[str, Any]] = {}
-    new_variants: dict[int, np.ndarray] = {}
-    new_vectors: dict[int, np.ndarray] = {}
-    skipped: list[tuple[str, str]] = []
-    bar = _bar(progress, len(files), "describing new files")
-    for n, path in enumerate(files, 1):
-        path = Path(path).resolve()
-        try:
-            data = path.read_bytes()
-            loaded = load_image(data, mode="RGB")
-        except (OSError, ImageLoadError) as exc:
-            skipped.append((str(path), getattr(exc, "reason", None) or str(exc)))
-            bar.advance(1)
-            continue
-        new_id = -n
-        stat = path.stat()
-        new_items[new_id] = {"path": str(path), "content_hash": content_hash(data), "size": stat.st_size,
-                             "mtime": stat.st_mtime, "width": loaded.width, "height": loaded.height}
-        if hash_d is not None:
-            new_variants[new_id] = hash_variants(loaded.pixels, hash_d.name, hash_d.dim)
-        if cnn_d is not None:
-            pixels = adapt_pixels(loaded.pixels, cnn_d.image_mode, cnn_d.max_side)
-            new_vectors[new_id] = cnn_d.transform_pixels([pixels])[0]
-        bar.advance(1)
-    bar.close()
-    new_ids = sorted(new_items)
-    pairs: dict[tuple[int, int], dict] = {}
-    stored_hashes = {}
-    if new_ids:
-        wanted = sorted({it["content_hash"] for it in new_items.values()})
-        for row in coll.items():
-            if row["content_hash"] in wanted:
-                stored_hashes[row["id"]] = row["content_hash"]
-    for a, b in exact_duplicate_pairs({**stored_hashes, **{i: it["content_hash"] for i, it in new_items.items()}}):
+    table, failed = collection_table(coll, workers, progress)
+    skipped = list(coll.failures()) + [f for f in failed if f not in coll.failures()]
+    vectors = index = None
+    _, cnn_key = descriptor_keys(coll)
+    if cnn_key is not None and thresholds.cnn_k > 0:
+        ids, vecs = coll.vectors(cnn_key)
+        vectors = dict(zip(ids.tolist(), vecs))
+        index = coll.index(cnn_key)
+    result = search_table(table, thresholds, policy, vectors, index, candidate_pairs_only, skipped)
+    result.stats.setdefault("seconds", {})["total"] = round(time.perf_counter() - started, 4)
+    return result
+
+
+def check_new(coll, files: Sequence[str | os.PathLike], thresholds: Thresholds | None = None,
+              policy: str = "resolution", progress: bool = False) -> DedupResult:
+    """Check new image files against a collection (the stored images are not re-read
+    once their scan is cached).
+
+    New files get negative ids; candidates are new-vs-stored (range search of the new
+    variants over the stored hashes, and of the stored variants over the new hashes)
+    and new-vs-new. Groups contain at least one new file.
+    """
+    from .calibrate import load_thresholds
+    from .scan import scan_files
+
+    thresholds = thresholds or load_thresholds(coll.directory)
+    started = time.perf_counter()
+    stored, _ = collection_table(coll)
+    scan = scan_files(files)
+    new_ids = -np.arange(1, len(scan) + 1, dtype=np.int64)
+    items = dict(stored.items)
+    items.update({int(i): scan.item(r) for r, i in enumerate(new_ids.tolist())})
+    table = Table(np.concatenate([stored.ids, new_ids]), np.concatenate([stored.variants, scan.variants]),
+                  np.concatenate([stored.thumbs, scan.thumbs]), items)
+    candidates: dict[tuple[int, int], dict] = {}
+
+    def add(key, source):
+        candidates.setdefault(key, {"sources": set()})["sources"].add(source)
+
+    hashes = {int(i): items[int(i)]["content_hash"] for i in new_ids.tolist()}
+    wanted = set(hashes.values())
+    hashes.update({i: it["content_hash"] for i, it in stored.items.items() if it.get("content_hash") in wanted})
+    for a, b in exact_duplicate_pairs(hashes):
         if a < 0 or b < 0:
-            _add(pairs, ordered(a, b), "exact", 0)
-    if hash_d is not None and new_ids:
-        var = np.stack([new_variants[i] for i in new_ids])
-        searcher = make_range_searcher(coll.index(hash_key), thresholds.hash_radius)
-        for key, dist in hash_candidates(searcher, new_ids, var, thresholds.hash_radius).items():
-            _add(pairs, key, "hash", dist)
-        for i, a in enumerate(new_ids):  # new vs new: a handful, compared directly
-            for b in new_ids[i + 1:]:
-                d = min(int(hamming_distance(new_variants[a], np.broadcast_to(new_variants[b][0], new_variants[a].shape)).min()),
-                        int(hamming_distance(new_variants[b], np.broadcast_to(new_variants[a][0], new_variants[b].shape)).min()))
-                if d <= thresholds.hash_radius:
-                    _add(pairs, ordered(a, b), "hash", d)
+            add(ordered(a, b), "exact")
+    v = scan.variants.shape[1] if len(scan) else 7
+    n_new = len(new_ids)
+    if n_new:
+        # new variants -> every hash (stored and new)
+        qi, bi, _ = range_search(table.variants[:, 0], scan.variants.reshape(-1, 8), thresholds.hash_radius)
+        for q, b in zip((qi // v).tolist(), bi.tolist()):
+            a_id, b_id = int(new_ids[q]), int(table.ids[b])
+            if a_id != b_id:
+                add(ordered(a_id, b_id), "hash")
+        # stored variants -> new hashes (a crop variant of a stored image may match a new one)
+        if len(stored.ids):
+            qi, bi, _ = range_search(scan.variants[:, 0], stored.variants.reshape(-1, 8), thresholds.hash_radius)
+            for q, b in zip((qi // v).tolist(), bi.tolist()):
+                add(ordered(int(stored.ids[q]), int(new_ids[b])), "hash")
     vectors = None
-    if cnn_d is not None and new_ids:
-        q = np.stack([new_vectors[i] for i in new_ids])
-        floor = min(thresholds.cnn_any, thresholds.cnn_hash)
-        if thresholds.cnn_k > 0:
-            for key, _ in cnn_neighbour_candidates(coll.index(cnn_key), new_ids, q, thresholds.cnn_k, floor).items():
-                _add(pairs, key, "cnn")
-            sims = q @ q.T
-            for i, a in enumerate(new_ids):
-                for j in range(i + 1, len(new_ids)):
-                    if sims[i, j] >= floor:
-                        _add(pairs, ordered(a, new_ids[j]), "cnn")
-        stored = sorted({x for k in pairs for x in k if x >= 0})
-        ids, vecs = coll.vectors(cnn_key, ids=stored)
-        vectors = {**dict(zip(ids.tolist(), vecs)), **new_vectors}
-        if hash_d is not None:
-            store = _variant_store(coll, hash_key)
-            sid, svar = store.get(stored)
-            _fill_hash_distances(pairs, {**dict(zip(sid.tolist(), svar)), **new_variants})
-        pairs = {k: v for k, v in pairs.items() if k[0] in vectors and k[1] in vectors or "exact" in v["sources"]}
-    paths = {i: it["path"] for i, it in new_items.items()}
-    stored_ids = sorted({x for k in pairs for x in k if x >= 0})
-    for row in coll.items():
-        if row["id"] in stored_ids:
-            paths[row["id"]] = row["path"]
-    scored = _score(pairs, vectors, thresholds, paths)
-    accepted = [(p.a, p.b) for p in scored if p.duplicate]
-    involved = sorted({x for p in accepted for x in (p[0], p[1]) if x >= 0})
-    items = dict(new_items)
-    for row in coll.items():
-        if row["id"] in involved:
-            items[row["id"]] = row
-    hash_fallback = {(p.a, p.b): p.hash_distance for p in scored}
-    groups = build_groups(accepted, items, _similarity_fn(vectors, hash_fallback), policy)
-    stats = {"new_files": len(files), "skipped": len(skipped), "stored_items": len(coll),
-             "candidate_pairs": len(scored), "duplicate_pairs": len(accepted), "groups": len(groups),
-             "seconds": {"total": round(time.perf_counter() - started, 4)}}
-    return DedupResult(groups, skipped, scored, stats, thresholds)
+    _, cnn_key = descriptor_keys(coll)
+    if cnn_key is not None and thresholds.cnn_k > 0 and n_new:
+        from ..images import load_image
+
+        d = coll.descriptor(cnn_key)
+        q = d.transform_pixels([load_image(p, mode="RGB", max_side=d.max_side).pixels for p in scan.paths])
+        vectors = dict(zip(new_ids.tolist(), q))
+        for key in cnn_neighbour_candidates(coll.index(cnn_key), new_ids, q, thresholds.cnn_k, thresholds.cnn_any - 0.25):
+            add(key, "cnn")
+        sids, svecs = coll.vectors(cnn_key, ids=sorted({x for k in candidates for x in k if x >= 0}))
+        vectors.update(dict(zip(sids.tolist(), svecs)))
+    scored = _decide(table, candidates, thresholds, vectors)
+    groups = [g for g in _group(table, scored, thresholds, policy, vectors)
+              if g.keeper_id < 0 or any(m.id < 0 for m in g.members)]
+    stats = {"new_files": len(files), "skipped": len(scan.failures), "stored_items": len(stored.ids),
+             "candidate_pairs": len(scored), "duplicate_pairs": sum(p.duplicate for p in scored),
+             "groups": len(groups), "seconds": {"total": round(time.perf_counter() - started, 4)}}
+    return DedupResult(groups, list(scan.failures), scored, stats, thresholds)
 
 
 # --------------------------------------------------------------------------- progress
