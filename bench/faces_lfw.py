@@ -14,7 +14,11 @@ interrupted run resumes: per image the detections/landmarks (``lfw_geom_*.pkl``,
 tied to any embedding setting) and per face the descriptors, one file per embedding
 setting (``lfw_emb_p{padding}_j{jitters}.npz``; mirrored chips are extra keys).
 
-Usage:  python bench/faces_lfw.py [--workers 2] [--stages v1core,v2,v1extra,peer1,peer2,speed] [--limit N]
+* LFW open-set identification with distractors (``ident``: the evaluation package's
+  ``lfw-identification`` protocol, 300 people with 2+ images + 1,000 distractors by default),
+  our best setting vs the face_recognition-equivalent embeddings.
+
+Usage:  python bench/faces_lfw.py [--workers 2] [--stages v1core,v2,v1extra,peer1,peer2,speed,ident] [--limit N]
 """
 from __future__ import annotations
 
@@ -401,22 +405,67 @@ def _speed_worker(paths):
     return len(pipe.embed_many(paths))
 
 
-def measure_speed(rels, workers):
+def measure_speed(rels, workers, peer_python):
+    """images/s on the same images, one process each, models loaded before timing:
+    our best library setting, our face_recognition-equivalent setting, and the
+    face_recognition package itself (load_image_file + face_locations + face_encodings)."""
     paths = [LFW / "images" / r for r in rels]
-    pipe = FacePipeline(select="center")
-    pipe.embed_many(paths[:2])  # load models
-    t = time.perf_counter()
-    pipe.embed_many(paths)
-    single = len(paths) / (time.perf_counter() - t)
-    ctx = mp.get_context("fork")
-    chunks = [paths[i : i + 8] for i in range(0, len(paths), 8)]
-    with ctx.Pool(workers, initializer=_worker_init) as pool:
-        pool.map(_speed_worker, chunks[:workers])  # warm: models loaded in each worker
+    out = {"images": len(paths), "load_avg_1min_before": os.getloadavg()[0]}
+    settings = {
+        "lookalike best (u1, centre face, centre fallback, mirror)":
+            FacePipeline(upsample=1, select="center", fallback="center", mirror=True),
+        "lookalike face_recognition-equivalent (u1, best-score face, no mirror)":
+            FacePipeline(upsample=1, select="best"),
+    }
+    for name, pipe in settings.items():
+        pipe.embed_many(paths[:2])  # load models
         t = time.perf_counter()
-        pool.map(_speed_worker, chunks)
-        multi = len(paths) / (time.perf_counter() - t)
-    return {"images": len(paths), "images_per_s_1proc": round(single, 2),
-            f"images_per_s_{workers}proc": round(multi, 2), "load_avg_1min": os.getloadavg()[0]}
+        pipe.embed_many(paths)
+        out[name] = round(len(paths) / (time.perf_counter() - t), 3)
+    if Path(peer_python).exists():
+        tmp = CACHE / "speed_peer.jsonl"
+        tmp.unlink(missing_ok=True)
+        t = time.perf_counter()
+        subprocess.run([peer_python, "-c", PEER_SCRIPT, str(tmp)] + [f"{r}|{LFW / 'images' / r}" for r in rels],
+                       check=True)
+        wall = time.perf_counter() - t
+        secs = [json.loads(line)["seconds"] for line in open(tmp)]
+        # per-image seconds exclude its import and model loading (as ours exclude them)
+        out["face_recognition (defaults)"] = round(len(secs) / sum(secs), 3)
+        out["face_recognition wall incl. startup, images/s"] = round(len(secs) / wall, 3)
+        base = out["face_recognition (defaults)"]
+        out["ratio_vs_face_recognition"] = {k: round(out[k] / base, 2) for k in settings}
+    out["load_avg_1min_after"] = os.getloadavg()[0]
+    return out
+
+
+def identification(geom, emb, variants, workers, max_identities, max_distractors):
+    """LFW open-set 1:N (lookalike.evaluation protocol) for each variant's embeddings."""
+    from lookalike.evaluation.protocols import load_protocol
+    from lookalike.evaluation.report import evaluate_identification
+
+    proto = load_protocol("lfw-identification", LFW.parent, max_identities=max_identities,
+                          max_distractors=max_distractors, non_mated_fraction=0.1, seed=0)
+    rels = [rel_of(p) for p in proto.paths]
+    ensure_geometry(geom, variants, rels, workers)
+    rows = []
+    for v in variants:
+        requests, _ = variant_requests(v, geom, rels)
+        emb.ensure(requests, v["padding"], v["jitters"], workers)
+    for v in variants:
+        _, chosen = variant_requests(v, geom, rels)
+        vectors = variant_vectors(v, chosen, emb)
+        x = np.stack([vectors.get(r, np.full(128, np.nan)) for r in rels]).astype(np.float64)
+        g, q = x[proto.gallery_indices], x[proto.probe_indices]
+        d = np.sqrt(np.maximum(0, (q ** 2).sum(1)[:, None] + (g ** 2).sum(1)[None] - 2 * q @ g.T))
+        d[~np.isfinite(d)] = MISSING_DISTANCE  # no face in probe or gallery image: "very far"
+        res = json.loads(json.dumps(evaluate_identification(d, proto, ranks=(1, 5, 10), fpirs=(0.01, 0.1)),
+                                    default=float))
+        res.pop("protocol", None)  # once, below
+        res["images_without_face"] = sum(c is None for c in chosen.values())
+        rows.append({"variant": v["name"], **res})
+        log("ident", v["name"], json.dumps({k: res[k] for k in res if k != "protocol"})[:300])
+    return {"protocol": proto.summary(), "rows": rows}
 
 
 # -- main ------------------------------------------------------------------------------
@@ -446,7 +495,7 @@ VIEW1_EXTRA = [
     V("padding 0.30", padding=0.3),
 ]
 VIEW1_JITTER = V("num_jitters 4", jitters=4)
-STAGES = ("v1core", "v2", "v1extra", "peer1", "peer2", "speed")
+STAGES = ("v1core", "v2", "v1extra", "peer1", "peer2", "speed", "ident")
 
 
 def _stop(signum, frame):
@@ -467,16 +516,21 @@ def main():
     ap.add_argument("--peer-images", type=int, default=0,
                     help="peer1 on only the first N View 1 images: descriptor agreement, no accuracy")
     ap.add_argument("--v2-folds", type=int, default=10, help="run/score only the first N View 2 folds")
+    ap.add_argument("--speed-images", type=int, default=200, help="images timed by the speed stage")
+    ap.add_argument("--ident-identities", type=int, default=300, help="LFW people with 2+ images (ident stage)")
+    ap.add_argument("--ident-distractors", type=int, default=1000, help="one-image people (ident stage)")
     ap.add_argument("--limit", type=int, default=0, help="about N pairs per view (smoke test)")
     args = ap.parse_args()
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     if set(stages) - set(STAGES):
         ap.error(f"unknown stages {set(stages) - set(STAGES)}; valid: {', '.join(STAGES)}")
     CACHE.mkdir(parents=True, exist_ok=True)
-    report = {"dataset": "LFW (grayscale copy)",
+    # Start from the previous report so a run of some stages keeps the others' rows.
+    report = json.loads(RESULT.read_text()) if RESULT.exists() else {}
+    report.update({"dataset": "LFW (grayscale copy)",
               "pipeline": "dlib HOG + shape_predictor_5 + get_face_chip(150) + ResNet v1 (lookalike.faces)",
               "missing_face_policy": f"pair scored as distance {MISSING_DISTANCE} (i.e. 'different')",
-              "stages": stages}
+              "stages": stages})
     geom, emb = GeometryCache(), EmbeddingCache()
 
     def prepare(pairs, variants):
@@ -542,7 +596,9 @@ def main():
         elif stage == "v2":
             # Fold by fold, so an interrupted run still scores the folds it finished
             # (threshold chosen on the other finished folds).
-            v2_variants = [VIEW1_CORE[0], VIEW1_CORE[1], VIEW1_CORE[5]]
+            # VIEW1_CORE[2] (highest-score face, no fallback, no mirror) is the
+            # face_recognition-equivalent pipeline (same box and descriptor on 58/59 images).
+            v2_variants = [VIEW1_CORE[0], VIEW1_CORE[1], VIEW1_CORE[2], VIEW1_CORE[5]]
             v2_variants += [best] if best not in v2_variants else []
             fold_ids = sorted(set(v2_folds.tolist()))[: args.v2_folds]
             for k in fold_ids:
@@ -569,7 +625,10 @@ def main():
             report["view2_peer_face_recognition"] = peer_rows(v2, v2_folds, v2_rels, recs, True)
             plot_roc(curves, f"LFW View 2 (grayscale), {len(v2)} pairs")
         elif stage == "speed":
-            report["speed"] = measure_speed(v1_rels[:96], args.workers)
+            report["speed"] = measure_speed(v1_rels[: args.speed_images], args.workers, args.peer_python)
+        elif stage == "ident":
+            report["identification"] = identification(
+                geom, emb, [VIEW1_CORE[2], best], args.workers, args.ident_identities, args.ident_distractors)
         RESULT.write_text(json.dumps(report, indent=1))
     text = json.dumps(report, indent=1)
     RESULT.write_text(text)

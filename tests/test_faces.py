@@ -235,3 +235,11 @@ def test_clustering_groups_by_person(faces_by_image):
     assert len(chinese_whispers(np.zeros((0, 128)))) == 0
     with pytest.raises(InputError):
         agglomerative(np.full((3, 128), np.nan))
+
+
+def test_settings_round_trip_rebuilds_an_equal_pipeline():
+    pipe = FacePipeline(upsample=2, fallback="center", mirror=True, select="largest", num_jitters=2, padding=0.3)
+    settings = pipe.settings()
+    assert settings["upsample"] == 2 and settings["mirror"] is True and settings["fallback"] == "center"
+    assert FacePipeline(**settings).settings() == settings
+    assert repr(FacePipeline(**settings)) == repr(pipe)

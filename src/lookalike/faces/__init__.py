@@ -9,6 +9,7 @@ Importing this package does not import dlib; models load on first use.
 """
 from .align import FaceAligner
 from .cluster import agglomerative, chinese_whispers
+from .collection import FaceCollection, names_from_csv, names_from_folders
 from .detect import Detection, FaceDetector
 from .embed import DESCRIPTOR_DIM, FaceEmbedder
 from .pipeline import Face, FaceNotFound, FacePipeline, select_face
@@ -24,8 +25,8 @@ from .verify import (
 )
 
 __all__ = [
-    "DEFAULT_THRESHOLD", "DESCRIPTOR_DIM", "Detection", "Face", "FaceAligner", "FaceDetector",
+    "DEFAULT_THRESHOLD", "DESCRIPTOR_DIM", "Detection", "Face", "FaceAligner", "FaceCollection", "FaceDetector",
     "FaceEmbedder", "FaceNotFound", "FacePipeline", "LabelledPair", "agglomerative",
     "calibrate_on_lfw", "calibrate_threshold", "chinese_whispers", "face_distance",
-    "pair_distances", "read_lfw_pairs", "select_face", "verify",
+    "names_from_csv", "names_from_folders", "pair_distances", "read_lfw_pairs", "select_face", "verify",
 ]

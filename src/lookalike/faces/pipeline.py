@@ -137,6 +137,14 @@ class FacePipeline:
         self.select = select
         self.keep_chips = bool(keep_chips)
 
+    def settings(self) -> dict:
+        """The constructor arguments that define the descriptors (JSON-able);
+        ``FacePipeline(**p.settings())`` rebuilds an equivalent pipeline."""
+        d, a, e = self.detector, self.aligner, self.embedder
+        return {"upsample": d.upsample, "min_score": d.min_score, "model": d.model, "fallback": self.fallback,
+                "center_fraction": self.center_fraction, "chip_size": a.chip_size, "padding": a.padding,
+                "num_jitters": e.num_jitters, "mirror": e.mirror, "select": self.select}
+
     def __repr__(self) -> str:
         d, a, e = self.detector, self.aligner, self.embedder
         return (
