@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 
 INDEX_KINDS = ("flat", "hnsw", "ivf", "pq", "ivfpq", "ivfpqfs", "binary", "auto", "faiss", "milvus")
 
@@ -78,3 +78,28 @@ def resolve_auto_spec(n_vectors: int, dim: int, metric: str) -> tuple[str, str]:
     m = next(m for m in (64, 48, 32, 16, 8, 4, 2, 1) if dim % m == 0 and m <= dim // 2 or m == 1)
     return (f"ivfpqfs:nlist={nlist},m={m},nprobe=32",
             f"{n_vectors} vectors > {AUTO_COMPRESS_LIMIT}: IVF with 4-bit fast-scan PQ and exact re-ranking")
+
+
+def prepare_vectors(x: np.ndarray, dim: int, metric: str, what: str) -> np.ndarray:
+    """Validate vectors for an index: ``(n, dim) float32`` (L2-normalised for cosine; a
+    zero vector stays finite), or ``(n, dim/8) uint8`` packed bits for hamming.
+
+    Raises:
+        InputError: wrong shape or dtype, NaN or infinity (``what`` names the call).
+    """
+    x = np.asarray(x)
+    if x.ndim == 1:
+        x = x[None, :]
+    if metric == "hamming":
+        if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != dim // 8:
+            raise InputError(f"{what}: expected uint8 packed bits of shape (n, {dim // 8}), "
+                             f"got {x.dtype} {x.shape}")
+        return np.ascontiguousarray(x)
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise InputError(f"{what}: expected shape (n, {dim}), got {x.shape}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise InputError(f"{what}: vectors contain NaN or infinity")
+    if metric == "cosine":
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return x

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..errors import CollectionError, ConfigError, InputError, NotFittedError
-from .base import SearchResult, parse_index_spec, resolve_auto_spec
+from .base import SearchResult, parse_index_spec, resolve_auto_spec, prepare_vectors
 
 FILE_MAGIC = b"LKIDX\x01"
 FORMAT_VERSION = 1
@@ -184,23 +184,7 @@ class FaissIndex:
 
     # -- vectors ----------------------------------------------------------------------
     def _prepare(self, x: np.ndarray, what: str) -> np.ndarray:
-        x = np.asarray(x)
-        if x.ndim == 1:
-            x = x[None, :]
-        if self.is_binary:
-            if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != self.dim // 8:
-                raise InputError(f"{what}: expected uint8 packed bits of shape (n, {self.dim // 8}), "
-                                 f"got {x.dtype} {x.shape}")
-            return np.ascontiguousarray(x)
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise InputError(f"{what}: expected shape (n, {self.dim}), got {x.shape}")
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if not np.isfinite(x).all():
-            raise InputError(f"{what}: vectors contain NaN or infinity")
-        if self.metric == "cosine":
-            norms = np.linalg.norm(x, axis=1, keepdims=True)
-            x = x / np.maximum(norms, 1e-12)
-        return x
+        return prepare_vectors(x, self.dim, self.metric, what)
 
     def _nlist(self) -> int:
         try:

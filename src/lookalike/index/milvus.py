@@ -40,7 +40,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..errors import CollectionError, ConfigError, InputError, MissingDependencyError
-from .base import AUTO_EXACT_LIMIT, SearchResult
+from .base import AUTO_EXACT_LIMIT, SearchResult, prepare_vectors
 
 POINTER_FORMAT = "lookalike-milvus-index"
 FORMAT_VERSION = 1
@@ -394,23 +394,7 @@ class MilvusIndex:
 
     # -- vectors ----------------------------------------------------------------------
     def _prepare(self, x: np.ndarray, what: str) -> np.ndarray:
-        x = np.asarray(x)
-        if x.ndim == 1:
-            x = x[None, :]
-        if self.is_binary:
-            if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != self.dim // 8:
-                raise InputError(f"{what}: expected uint8 packed bits of shape (n, {self.dim // 8}), "
-                                 f"got {x.dtype} {x.shape}")
-            return np.ascontiguousarray(x)
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise InputError(f"{what}: expected shape (n, {self.dim}), got {x.shape}")
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if not np.isfinite(x).all():
-            raise InputError(f"{what}: vectors contain NaN or infinity")
-        if self.metric == "cosine":
-            # Milvus normalises for COSINE too, but a zero vector would give NaN there.
-            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        return x
+        return prepare_vectors(x, self.dim, self.metric, what)
 
     def _rows(self, x: np.ndarray) -> list:
         """Vectors as pymilvus wants them: bytes per row for binary, float lists otherwise."""
