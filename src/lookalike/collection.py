@@ -212,20 +212,21 @@ def writer_lock(directory: Path, timeout: float):
         fh.close()
 
 
-def resolve_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """``Path.resolve()`` of many files, resolving each folder once: the same answer
-    (a symlinked file still resolves to its target) at one lstat per file."""
-    folders: dict[Path, Path] = {}
+def resolve_paths(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """``Path.resolve()`` of many files as strings, resolving each folder once: the same
+    answer (a symlinked file still resolves to its target) at one lstat per file."""
+    folders: dict[str, str] = {}
     out = []
     for path in paths:
-        path = Path(path)
-        if path.name in ("", ".", "..") or os.path.islink(path):
-            out.append(path.resolve())
+        path = os.fspath(path)
+        folder, name = os.path.split(path)
+        if name in ("", ".", "..") or os.path.islink(path):
+            out.append(os.path.realpath(path))
             continue
-        parent = folders.get(path.parent)
+        parent = folders.get(folder)
         if parent is None:
-            parent = folders[path.parent] = path.parent.resolve()
-        out.append(parent / path.name)
+            parent = folders[folder] = os.path.realpath(folder or ".")
+        out.append(os.path.join(parent, name))
     return out
 
 
@@ -370,7 +371,7 @@ class Collection:
         return self._db.execute("SELECT COUNT(*) FROM items WHERE status='ok'").fetchone()[0]
 
     # -- adding -----------------------------------------------------------------------
-    def _plan(self, paths: list[Path], force: bool) -> tuple[list[Job], int]:
+    def _plan(self, paths: list[str], force: bool) -> tuple[list[Job], int]:
         known = {row[0]: row[1:] for row in self._db.execute(
             "SELECT path, size, mtime, content_hash, status, id FROM items")}
         complete: dict[int, int] = {}
@@ -380,12 +381,15 @@ class Collection:
         jobs, unchanged = [], 0
         for path in paths:
             key = str(path)
+            if key not in known or force:
+                jobs.append(Job(key))  # new: extraction stats and reads it anyway
+                continue
             try:
-                stat = path.stat()
+                stat = os.stat(key)
             except OSError:
                 jobs.append(Job(key))
                 continue
-            if key in known and not force:
+            if True:
                 size, mtime, chash, status, item_id = known[key]
                 same_stat = size == stat.st_size and mtime == stat.st_mtime
                 if status == "ok" and complete.get(item_id, 0) < n_keys:
@@ -397,8 +401,6 @@ class Collection:
                     unchanged += 1
                     continue
                 jobs.append(Job(key, known_hash=chash if status == "ok" else None))
-            else:
-                jobs.append(Job(key))
         return jobs, unchanged
 
     def fit(self, sources: Sequence[ImageSource], sample: int = 1000, seed: int = 0,
@@ -507,22 +509,23 @@ class Collection:
                 db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('items', ?)",
                            (max(floor, row[0] if row else 0),))
 
-    def _expand(self, sources, recursive: bool) -> list[Path]:
+    def _expand(self, sources, recursive: bool) -> list[str]:
+        """Sources (folders, files) -> resolved file paths as strings (plain strings:
+        pathlib costs more than the decoding of a tiny image)."""
         if isinstance(sources, (str, os.PathLike)):
             sources = [sources]
-        paths: list[Path] = []
+        paths: list = []
         for source in sources:
-            p = Path(source)
             try:
-                is_dir = stat_module.S_ISDIR(os.stat(p).st_mode)
+                is_dir = stat_module.S_ISDIR(os.stat(source).st_mode)
             except OSError:
-                if not is_image_path(p):
-                    raise InputError(f"{p}: no such file or directory") from None
+                if not is_image_path(source):
+                    raise InputError(f"{source}: no such file or directory") from None
                 is_dir = False  # a missing image file: reported per file by extraction
             if is_dir:
-                paths.extend(iter_image_files(p, recursive=recursive))
+                paths.extend(iter_image_files(source, recursive=recursive))
             else:
-                paths.append(p)
+                paths.append(source)
         return resolve_paths(paths)
 
     @contextmanager
