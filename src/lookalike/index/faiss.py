@@ -147,8 +147,15 @@ class FaissIndex:
         if self.kind == "hnsw":
             index.hnsw.efConstruction = _int(self.params, "efConstruction", 80)
             index.hnsw.efSearch = _int(self.params, "efSearch", 64)
-        if "nprobe" in self.knobs:
-            faiss.ParameterSpace().set_index_parameter(index, "nprobe", self.knobs["nprobe"])
+        # The spec's search knobs become the index's own settings (FAISS serialises
+        # them), so a search without per-call knobs needs no parameter object at all.
+        for key, value in self.knobs.items():
+            if key == "efSearch" and self.kind == "hnsw":
+                continue  # set above
+            try:
+                faiss.ParameterSpace().set_index_parameter(index, key, value)
+            except RuntimeError:
+                raise ConfigError(f"index {self.spec!r} has no search knob {key!r}") from None
         return index
 
     # -- state ------------------------------------------------------------------------
@@ -306,7 +313,7 @@ class FaissIndex:
             return empty
         if not self.is_trained:
             raise NotFittedError(f"index {self.spec!r} is not trained")
-        merged = {**self.knobs, **{key: int(v) for key, v in knobs.items()}}
+        merged = {key: int(v) for key, v in knobs.items()}  # per call; the spec's are built in
         mask = self._internal_mask(allowed_ids)
         if mask is not None and not mask.any():
             return empty
