@@ -135,3 +135,23 @@ def test_auto_and_bad_specs(tmp_path):
     (tmp_path / "junk.lkidx").write_bytes(b"garbage")
     with pytest.raises(CollectionError, match="not a lookalike index"):
         load_index(tmp_path / "junk.lkidx")
+
+
+def test_spec_search_knobs_are_built_in_and_saved(tmp_path):
+    import faiss
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3000, 32)).astype(np.float32)
+    for spec, check in [
+        ("ivfpqfs:nlist=30,m=16,nprobe=7,k_factor=4",
+         lambda ix: (faiss.downcast_index(ix).k_factor, faiss.extract_index_ivf(ix).nprobe) == (4.0, 7)),
+        ("hnsw:M=8,efSearch=33", lambda ix: faiss.downcast_index(ix).hnsw.efSearch == 33),
+        ("ivf:nlist=30,nprobe=5", lambda ix: faiss.extract_index_ivf(ix).nprobe == 5),
+    ]:
+        index = make_index(spec, 32, "l2")
+        index.train(x)
+        index.add(x, np.arange(3000))
+        index.save(tmp_path / "k.lkidx")
+        assert check(index._index) and check(load_index(tmp_path / "k.lkidx")._index), spec
+    with pytest.raises(ConfigError, match="no search knob"):
+        make_index("flat:nprobe=3", 32, "l2")

@@ -152,6 +152,10 @@ class FaissIndex:
         for key, value in self.knobs.items():
             if key == "efSearch" and self.kind == "hnsw":
                 continue  # set above
+            refine = faiss.downcast_index(index)
+            if key == "k_factor" and isinstance(refine, faiss.IndexRefine):
+                refine.k_factor = float(value)  # ParameterSpace does not know this one
+                continue
             try:
                 faiss.ParameterSpace().set_index_parameter(index, key, value)
             except RuntimeError:
