@@ -61,7 +61,7 @@ def main() -> None:
     from lookalike.evaluation.plots import plot_bar_table
     from lookalike.evaluation.protocols import load_protocol
     from lookalike.evaluation.report import evaluate_retrieval
-    from lookalike.fusion import pairwise_distances
+    from lookalike.distances import exact_distances
 
     protocols = {
         "coil100": load_protocol("coil100", SHARED_DATA),
@@ -79,7 +79,7 @@ def main() -> None:
             except Exception as exc:  # report and go on: one family must not sink the table
                 row[name] = {"error": f"{type(exc).__name__}: {exc}"}
                 continue
-            distances = pairwise_distances(x[protocol.query_indices], x[protocol.gallery_indices], d.metric)
+            distances = exact_distances(x[protocol.query_indices], x[protocol.gallery_indices], d.metric)
             scores = evaluate_retrieval(distances, protocol)
             row[name] = {"map": round(scores["map"], 4), "map_at_r": round(scores["map_at_r"], 4),
                          "recall_at_1": round(scores["recall_at_k"]["1"], 4),

@@ -7,7 +7,6 @@ Both are thin shells: the work happens in :mod:`lookalike.evaluation.runner` and
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -44,10 +43,10 @@ def _guess_protocol(data: Path) -> str:
 
 
 def _write_json(path: Path, data) -> None:
+    from .atomic import atomic_write_text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def evaluate(

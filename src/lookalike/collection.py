@@ -30,6 +30,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .atomic import atomic_write_text
 from .descriptors.base import Descriptor, make_descriptor
 from .errors import CollectionError, ConfigError, ImageLoadError, InputError
 from .extraction import FileResult, Job, extract
@@ -240,12 +241,6 @@ def path_shard(path: str | os.PathLike, n_shards: int) -> int:
     return int.from_bytes(digest, "little") % n_shards
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    from .index.faiss import atomic_write_bytes
-
-    atomic_write_bytes(path, text.encode())
-
-
 class Collection:
     """A searchable collection of images on disk. Use :meth:`create` or :meth:`open`.
 
@@ -264,6 +259,7 @@ class Collection:
         self._indexes: dict[str, Any] = {}
         self._row_cache: dict[int, tuple[str, str]] = {}
         self._row_cache_generation: int | None = None
+        self._scales: dict[str, tuple[float, int]] = {}  # fusion scale per descriptor, with its generation
 
     # -- opening ----------------------------------------------------------------------
     @classmethod
@@ -300,7 +296,7 @@ class Collection:
                     "default_descriptor": next(iter(entries)), "descriptors": entries}
         directory.mkdir(parents=True, exist_ok=True)
         (directory / INDEX_DIR).mkdir(exist_ok=True)
-        _atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=2))
+        atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=2))
         return cls(directory, manifest, lock_timeout)
 
     @classmethod
@@ -786,7 +782,7 @@ class Collection:
         key = self._key(key)
         with writer_lock(self.directory, self.lock_timeout):
             self.manifest["descriptors"][key]["index"] = spec
-            _atomic_write_text(self.directory / MANIFEST, json.dumps(self.manifest, indent=2))
+            atomic_write_text(self.directory / MANIFEST, json.dumps(self.manifest, indent=2))
             self._drop_index(key)
             self._refresh_index(key, save=True)
 
@@ -809,12 +805,8 @@ class Collection:
         Returns:
             One :class:`QueryResult` per query, hits nearest first.
         """
-        single = isinstance(queries, (str, bytes, os.PathLike)) or hasattr(queries, "getpixel") or (
-            isinstance(queries, np.ndarray) and queries.ndim in (2, 3))
-        items = [queries] if single else list(queries)
-        d = self.descriptor(descriptor)
-        vectors = d.transform(items)
-        names = [str(q) if isinstance(q, (str, os.PathLike)) else f"<query {i}>" for i, q in enumerate(items)]
+        items, names = _query_list(queries)
+        vectors = self.descriptor(descriptor).transform(items)
         return self.search_vectors(vectors, k=k, descriptor=descriptor, where=where, names=names, **knobs)
 
     def search_item(self, item: int | str, k: int = 10, descriptor: str | None = None,
@@ -836,13 +828,10 @@ class Collection:
         """Search with descriptor vectors ``(n, code_size)``."""
         key = self._key(descriptor)
         index = self.index(key)
-        allowed = None
-        if where is not None:
-            clause, args = compile_filter(where)
-            allowed = np.fromiter((r[0] for r in self._db.execute(
-                f"SELECT id FROM items WHERE status='ok' AND ({clause})", args)), dtype=np.int64)
+        allowed = self._allowed_ids(where)
         result = index.search(vectors, k=k, allowed_ids=allowed, **knobs)
-        return self._hits(result, names or [f"<vector {i}>" for i in range(len(result.ids))])
+        generation = self._indexes[key][1]  # the generation the index was refreshed at
+        return self._hits(result, names or [f"<vector {i}>" for i in range(len(result.ids))], generation)
 
     def search_fused(self, queries: ImageSource | Sequence[ImageSource], k: int = 10,
                      descriptors: Sequence[str] | None = None, rule: str = "weighted",
@@ -861,7 +850,8 @@ class Collection:
             One :class:`QueryResult` per query; ``distance`` is the fused distance
             (weighted) or ``-score`` (rrf): smaller = closer either way.
         """
-        from .fusion import check_rule, fuse_rankings, pairwise_distances, typical_distance
+        from .distances import exact_distances
+        from .fusion import check_rule, fuse_rankings, typical_distance
 
         check_rule(rule)
         keys = list(descriptors or self.descriptor_keys)
@@ -870,16 +860,9 @@ class Collection:
         weights = list(weights) if weights is not None else [1.0] * len(keys)
         if len(weights) != len(keys):
             raise ConfigError(f"{len(keys)} descriptors but {len(weights)} weights")
-        single = isinstance(queries, (str, bytes, os.PathLike)) or hasattr(queries, "getpixel") or (
-            isinstance(queries, np.ndarray) and queries.ndim in (2, 3))
-        items = [queries] if single else list(queries)
-        names = [str(q) if isinstance(q, (str, os.PathLike)) else f"<query {i}>" for i, q in enumerate(items)]
+        items, names = _query_list(queries)
         n_cand = candidates or max(50, 5 * k)
-        allowed = None
-        if where is not None:
-            clause, args = compile_filter(where)
-            allowed = np.fromiter((r[0] for r in self._db.execute(
-                f"SELECT id FROM items WHERE status='ok' AND ({clause})", args)), dtype=np.int64)
+        allowed = self._allowed_ids(where)
         query_vectors, rankings = {}, {}
         for key in keys:
             query_vectors[key] = self.descriptor(key).transform(items)
@@ -897,7 +880,7 @@ class Collection:
                     ids, vecs = self.vectors(key, ids=union)
                     position = {int(i): j for j, i in enumerate(ids)}
                     metric = self.manifest["descriptors"][key]["metric"]
-                    d = pairwise_distances(query_vectors[key][qi:qi + 1], vecs, metric)[0]
+                    d = exact_distances(query_vectors[key][qi:qi + 1], vecs, metric)[0]
                     scale = self._fusion_scale(key, typical_distance)
                     per_item = np.array([d[position[i]] if i in position else np.inf for i in union])
                     total += weight * per_item / scale
@@ -907,21 +890,26 @@ class Collection:
                 fused_ids[qi, col], fused_d[qi, col] = item, dist
         from .index.base import SearchResult
 
-        return self._hits(SearchResult(fused_ids, fused_d), names)
+        return self._hits(SearchResult(fused_ids, fused_d), names, self.generation)
 
     def _fusion_scale(self, key: str, typical_distance) -> float:
         generation = self.generation
-        cache = getattr(self, "_scales", {})
-        if key not in cache or cache[key][1] != generation:
+        if key not in self._scales or self._scales[key][1] != generation:
             _, vecs = self.vectors(key)
-            cache[key] = (typical_distance(vecs, self.manifest["descriptors"][key]["metric"]), generation)
-            self._scales = cache
-        return cache[key][0]
+            self._scales[key] = (typical_distance(vecs, self.manifest["descriptors"][key]["metric"]), generation)
+        return self._scales[key][0]
 
-    def _hits(self, result, names: Sequence[str]) -> list[QueryResult]:
+    def _allowed_ids(self, where: str | Sequence[str] | None) -> np.ndarray | None:
+        """Ids of ok items passing a metadata filter (None: no filter)."""
+        if where is None:
+            return None
+        clause, args = compile_filter(where)
+        return np.fromiter((r[0] for r in self._db.execute(
+            f"SELECT id FROM items WHERE status='ok' AND ({clause})", args)), dtype=np.int64)
+
+    def _hits(self, result, names: Sequence[str], generation: int) -> list[QueryResult]:
         # Rows are cached per generation (any write bumps it), so repeated searches
         # skip SQLite; the cache is bounded so huge collections do not fill memory.
-        generation = self._indexes.get(self._key(None), (None, None))[1]
         if self._row_cache_generation != generation or len(self._row_cache) > ROW_CACHE_LIMIT:
             self._row_cache, self._row_cache_generation = {}, generation
         cache = self._row_cache
@@ -956,6 +944,15 @@ class Collection:
                 "items": counts.get("ok", 0), "errors": counts.get("error", 0),
                 "default_descriptor": self.manifest["default_descriptor"], "descriptors": descriptors,
                 "generation": self.generation, "disk_bytes": size}
+
+
+def _query_list(queries) -> tuple[list, list[str]]:
+    """One query image or a list of them -> (list of sources, printable names)."""
+    single = isinstance(queries, (str, bytes, os.PathLike)) or hasattr(queries, "getpixel") or (
+        isinstance(queries, np.ndarray) and queries.ndim in (2, 3))
+    items = [queries] if single else list(queries)
+    names = [str(q) if isinstance(q, (str, os.PathLike)) else f"<query {i}>" for i, q in enumerate(items)]
+    return items, names
 
 
 class _NoProgress:

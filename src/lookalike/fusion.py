@@ -15,28 +15,11 @@ from typing import Sequence
 
 import numpy as np
 
+from .distances import exact_distances
 from .errors import ConfigError
 
 FUSION_RULES = ("weighted", "rrf")
 RRF_K0 = 60
-
-
-def pairwise_distances(queries: np.ndarray, vectors: np.ndarray, metric: str) -> np.ndarray:
-    """Exact distances ``(n_q, n)`` in lookalike's convention (ascending = closer)."""
-    if metric == "hamming":
-        qb = np.unpackbits(queries, axis=1).astype(np.int32)
-        vb = np.unpackbits(vectors, axis=1).astype(np.int32)
-        return (qb[:, None, :] != vb[None, :, :]).sum(-1).astype(np.float32)
-    q = queries.astype(np.float32)
-    v = vectors.astype(np.float32)
-    if metric == "cosine":
-        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-        v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-        return 1.0 - q @ v.T
-    if metric == "ip":
-        return -(q @ v.T)
-    sq = (q ** 2).sum(1)[:, None] + (v ** 2).sum(1)[None, :] - 2 * q @ v.T
-    return np.sqrt(np.maximum(sq, 0))
 
 
 def typical_distance(vectors: np.ndarray, metric: str, sample: int = 500, seed: int = 0) -> float:
@@ -45,7 +28,7 @@ def typical_distance(vectors: np.ndarray, metric: str, sample: int = 500, seed: 
         return 1.0
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(vectors), size=min(sample, len(vectors)), replace=False)
-    d = pairwise_distances(vectors[idx], vectors[idx], metric)
+    d = exact_distances(vectors[idx], vectors[idx], metric)
     upper = d[np.triu_indices(len(idx), 1)]
     scale = float(np.median(upper)) if len(upper) else 1.0
     if metric == "ip":

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import InputError
-from ..index.faiss import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 from .groups import Group
 
 ACTIONS = ("move", "symlink", "delete")

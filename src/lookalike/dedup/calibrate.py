@@ -154,7 +154,7 @@ def choose_thresholds(hash_d: np.ndarray, ncc: np.ndarray, grad: np.ndarray, lab
 def save_thresholds(directory: str | os.PathLike, thresholds: Thresholds, scores: dict[str, Any],
                     source: str = "") -> Path:
     """Write ``dedup.json`` beside the collection's manifest."""
-    from ..index.faiss import atomic_write_bytes
+    from ..atomic import atomic_write_bytes
 
     path = Path(directory) / THRESHOLDS_FILE
     payload = {"format_version": 1, "thresholds": thresholds.to_dict(), "calibration": scores,

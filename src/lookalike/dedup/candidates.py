@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..index.faiss import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 from .scan import DEDUP_VARIANTS, SCAN_VERSION, THUMB, scan_files
 
 SCAN_FILE = "dedup_scan.npz"

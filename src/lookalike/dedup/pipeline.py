@@ -166,7 +166,7 @@ def folder_table(folder: str | os.PathLike, cache: str | os.PathLike | None = No
     """
     import io
 
-    from ..index.faiss import atomic_write_bytes
+    from ..atomic import atomic_write_bytes
     from .scan import SCAN_VERSION, scan_files
 
     folder = Path(folder).resolve()

@@ -91,7 +91,7 @@ def print_table(groups: Sequence[Group], console=None, limit: int | None = 50) -
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
-    from ..index.faiss import atomic_write_bytes
+    from ..atomic import atomic_write_bytes
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

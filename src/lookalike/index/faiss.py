@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
+from ..atomic import atomic_write_bytes
 from ..errors import CollectionError, ConfigError, InputError, NotFittedError
 from .base import SearchResult, parse_index_spec, resolve_auto_spec, prepare_vectors
 
@@ -464,21 +464,6 @@ class FaissIndex:
         if not path.exists():
             raise CollectionError(f"{path}: index file missing")
         return cls.from_bytes(path.read_bytes(), str(path))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file + fsync + rename (never half-written)."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def make_index(spec: str, dim: int, metric: str, n_hint: int = 0) -> FaissIndex:

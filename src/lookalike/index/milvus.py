@@ -571,7 +571,7 @@ class MilvusIndex:
     def save(self, path: str | os.PathLike, extra: dict | None = None) -> None:
         """Write a small self-describing JSON pointer (uri, collection, dim, metric, spec)
         atomically (temp file + rename), after flushing buffered rows into indexed segments."""
-        from .faiss import atomic_write_bytes  # module import only; faiss itself stays lazy
+        from ..atomic import atomic_write_bytes
 
         self.flush()
         atomic_write_bytes(Path(path), json.dumps(self.to_pointer(extra), indent=2).encode())
