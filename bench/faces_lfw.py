@@ -7,7 +7,10 @@ What it measures (JSON to stdout and bench/results/faces_lfw.json; ROC to docs/i
 * View 2 (pairs.txt, 6,000 pairs, the standard 10 folds): the baseline and the chosen
   settings, plus the ``face_recognition`` package with its defaults, run from a separate
   venv (``--peer-python``, default /work/bench-venv/bin/python) in the same run.
-* images/s of ``FacePipeline.embed_many`` (1 process and 2 worker processes).
+* images/s (``speed``): ``FacePipeline.embed_many`` in 1 process and in ``--workers`` forked
+  processes vs face_recognition (1 process: its API has none), interleaved rounds, medians.
+* ``metric``: fold-honest learned metrics (WCCN, LDA, PCA-whitening) on the descriptors,
+  fitted per test fold on the other nine folds' people only (they did not help).
 
 Compute is shared and small, so everything is cached under bench/results/cache/ and an
 interrupted run resumes: per image the detections/landmarks (``lfw_geom_*.pkl``, not
@@ -18,7 +21,7 @@ setting (``lfw_emb_p{padding}_j{jitters}.npz``; mirrored chips are extra keys).
   ``lfw-identification`` protocol, 300 people with 2+ images + 1,000 distractors by default),
   our best setting vs the face_recognition-equivalent embeddings.
 
-Usage:  python bench/faces_lfw.py [--workers 2] [--stages v1core,v2,v1extra,peer1,peer2,speed,ident] [--limit N]
+Usage:  python bench/faces_lfw.py [--workers 2] [--stages v1core,v2,v1extra,peer1,peer2,speed,ident,metric] [--limit N]
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ import numpy as np
 
 from lookalike.faces import FacePipeline, calibrate_threshold, read_lfw_pairs
 from lookalike.faces.align import FaceAligner
+from lookalike.faces.detect import FaceDetector
 from lookalike.faces.embed import FaceEmbedder
 from lookalike.faces.pipeline import select_face, Face
 
@@ -73,7 +77,11 @@ def _geom_worker(job):
     h, w = pixels.shape[:2]
     record = {"size": (w, h)}
     for level in levels:
-        if level.startswith("u"):
+        if level == "cnn":  # dlib's MMOD CNN detector, no upsampling (~1 s per image on CPU)
+            cnn = _WORKER.setdefault("cnn", FaceDetector(model="cnn", upsample=0))
+            dets = cnn.detect(pixels)
+            record[level] = [(d.box, d.score, pipe.aligner.landmarks(pixels, d.box).astype(int).tolist()) for d in dets]
+        elif level.startswith("u"):
             pipe.detector.upsample = int(level[1:])
             dets = pipe.detector.detect(pixels)
             record[level] = [(d.box, d.score, pipe.aligner.landmarks(pixels, d.box).astype(int).tolist()) for d in dets]
@@ -211,6 +219,8 @@ def choose_face(record, variant):
         for step in variant["fallback"].split("+"):
             if step == "none":
                 break
+            if step not in record:
+                raise KeyError(f"geometry level {step!r} not computed for this image (run ensure_geometry)")
             faces = record[step]
             origin = step
             if faces:
@@ -254,7 +264,8 @@ def variant_vectors(variant, chosen, emb):
             continue
         box, lm, _ = pick
         vecs = [table[face_key(rel, box, lm, f)] for f in ((False, True) if variant["mirror"] else (False,))]
-        out[rel] = np.mean(vecs, axis=0)
+        vec = np.mean(vecs, axis=0)
+        out[rel] = vec / np.linalg.norm(vec) if variant["normalize"] else vec  # = FaceEmbedder(normalize=True)
     return out
 
 
@@ -400,43 +411,164 @@ def peer_agreement(records, rels, geom, emb):
 
 # -- speed -----------------------------------------------------------------------------
 
-def _speed_worker(paths):
-    pipe = _WORKER.setdefault("speed", FacePipeline(select="center"))
-    return len(pipe.embed_many(paths))
+def _library_settings(variant):
+    """FacePipeline keyword arguments equal to a bench variant."""
+    return dict(upsample=variant["upsample"], select=variant["select"], fallback=variant["fallback"],
+                padding=variant["padding"], mirror=variant["mirror"], num_jitters=variant["jitters"],
+                normalize=variant["normalize"], center_fraction=CENTER_FRACTION)
 
 
-def measure_speed(rels, workers, peer_python):
-    """images/s on the same images, one process each, models loaded before timing:
-    our best library setting, our face_recognition-equivalent setting, and the
-    face_recognition package itself (load_image_file + face_locations + face_encodings)."""
+def _peer_speed(peer_python, rels, tag):
+    """face_recognition (defaults) on ``rels`` in one fresh process: images/s over the
+    per-image seconds (its import and model loading excluded, as ours are) and wall."""
+    out_file = CACHE / f"speed_peer_{tag}.jsonl"
+    out_file.unlink(missing_ok=True)
+    t = time.perf_counter()
+    subprocess.run([peer_python, "-c", PEER_SCRIPT, str(out_file)] + [f"{r}|{LFW / 'images' / r}" for r in rels],
+                   check=True)
+    wall = time.perf_counter() - t
+    secs = [json.loads(line)["seconds"] for line in open(out_file)]
+    out_file.unlink(missing_ok=True)
+    return len(secs) / sum(secs), len(secs) / wall
+
+
+def measure_speed(rels, workers, peer_python, rounds, variants):
+    """images/s on the same images, models loaded before timing, in interleaved rounds
+    (the order of the contenders rotates each round; medians reported, as the machine is
+    shared). Ours: ``FacePipeline.embed_many`` wall time (image loading included) in 1
+    process and in ``workers`` forked processes; the peer: face_recognition's
+    load_image_file + face_locations + face_encodings, one process (its API has no
+    multi-process mode), summed per-image seconds."""
+    from statistics import median
+
     paths = [LFW / "images" / r for r in rels]
-    out = {"images": len(paths), "load_avg_1min_before": os.getloadavg()[0]}
-    settings = {
-        "lookalike best (u1, centre face, centre fallback, mirror)":
-            FacePipeline(upsample=1, select="center", fallback="center", mirror=True),
-        "lookalike face_recognition-equivalent (u1, best-score face, no mirror)":
-            FacePipeline(upsample=1, select="best"),
-    }
-    for name, pipe in settings.items():
-        pipe.embed_many(paths[:2])  # load models
-        t = time.perf_counter()
-        pipe.embed_many(paths)
-        out[name] = round(len(paths) / (time.perf_counter() - t), 3)
-    if Path(peer_python).exists():
-        tmp = CACHE / "speed_peer.jsonl"
-        tmp.unlink(missing_ok=True)
-        t = time.perf_counter()
-        subprocess.run([peer_python, "-c", PEER_SCRIPT, str(tmp)] + [f"{r}|{LFW / 'images' / r}" for r in rels],
-                       check=True)
-        wall = time.perf_counter() - t
-        secs = [json.loads(line)["seconds"] for line in open(tmp)]
-        # per-image seconds exclude its import and model loading (as ours exclude them)
-        out["face_recognition (defaults)"] = round(len(secs) / sum(secs), 3)
-        out["face_recognition wall incl. startup, images/s"] = round(len(secs) / wall, 3)
-        base = out["face_recognition (defaults)"]
-        out["ratio_vs_face_recognition"] = {k: round(out[k] / base, 2) for k in settings}
-    out["load_avg_1min_after"] = os.getloadavg()[0]
+    contenders = {}
+    for v in variants:
+        pipe = FacePipeline(**_library_settings(v))
+        pipe.embed_many(paths[:2])  # load the models (inherited by forked workers)
+        for step in v["fallback"].split("+"):
+            if step not in ("none", "whole", "center"):  # the fallback detectors too
+                pipe._fallback_detector(step)._load()
+        contenders[f"lookalike {v['name']}, 1 process"] = (pipe, 1)
+        if workers > 1 and v is not variants[0]:  # variants[0]: the face_recognition-equivalent, 1 process only
+            contenders[f"lookalike {v['name']}, {workers} processes"] = (pipe, workers)
+    peer_name = "face_recognition (defaults), 1 process"
+    names = list(contenders) + ([peer_name] if Path(peer_python).exists() else [])
+    rates: dict[str, list] = {n: [] for n in names}
+    loads = []
+    for r in range(rounds):
+        order = names[r % len(names):] + names[: r % len(names)]
+        loads.append(os.getloadavg()[0])
+        for name in order:
+            if name == peer_name:
+                rates[name].append(_peer_speed(peer_python, rels, r)[0])
+                continue
+            pipe, procs = contenders[name]
+            t = time.perf_counter()
+            pipe.embed_many(paths, workers=procs)
+            rates[name].append(len(paths) / (time.perf_counter() - t))
+        log(f"speed round {r + 1}/{rounds}: " + ", ".join(f"{n}: {rates[n][-1]:.2f}" for n in names))
+    loads.append(os.getloadavg()[0])
+    out = {"images": len(paths), "rounds": rounds, "cpu_cores": os.cpu_count(),
+           "load_avg_1min": [round(x, 2) for x in loads],
+           "note": "machine shared with other benchmarks; medians of interleaved rounds",
+           "images_per_s_median": {n: round(median(v), 3) for n, v in rates.items()},
+           "images_per_s_rounds": {n: [round(x, 3) for x in v] for n, v in rates.items()},
+           "settings": {v["name"]: _library_settings(v) for v in variants}}
+    if peer_name in rates:
+        per_round = {n: [a / b for a, b in zip(rates[n], rates[peer_name])] for n in contenders}
+        out["ratio_vs_face_recognition_median"] = {n: round(median(v), 2) for n, v in per_round.items()}
     return out
+
+
+def learned_metrics(pairs, folds, vectors):
+    """Fold-honest learned metrics on the descriptors (negative result kept for the record).
+
+    For each test fold: fit on the images of the other nine folds' people (LFW View 2
+    folds are person-disjoint; the images are those of pairs.txt), choose the threshold
+    on those nine folds, score the held-out fold.
+    """
+    from lookalike.evaluation.metrics import accuracy_at_threshold, best_threshold
+
+    rels = sorted(vectors)
+    x = np.stack([vectors[r] for r in rels]).astype(np.float64)
+    person = np.array([r.split("/")[0] for r in rels])
+    fold_of_person = {}
+    for p in pairs:
+        fold_of_person[p.path_a.parent.name] = p.fold
+        fold_of_person[p.path_b.parent.name] = p.fold
+    img_fold = np.array([fold_of_person[n] for n in person])
+    index = {r: i for i, r in enumerate(rels)}
+    ia = np.array([index[rel_of(p.path_a)] for p in pairs])
+    ib = np.array([index[rel_of(p.path_b)] for p in pairs])
+    y = np.array([p.same for p in pairs])
+
+    def unit(a):
+        return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+    def within(xt, nt):
+        sw, n = np.zeros((x.shape[1],) * 2), 0
+        for c in np.unique(nt):
+            z = xt[nt == c]
+            if len(z) > 1:
+                z = z - z.mean(0)
+                sw += z.T @ z
+                n += len(z)
+        return sw / max(n, 1)
+
+    def fit_wccn(reg, centre):
+        def fit(xt, nt):
+            sw = within(xt, nt)
+            sw += reg * np.trace(sw) / len(sw) * np.eye(len(sw))
+            w, u = np.linalg.eigh(sw)
+            return (xt.mean(0) if centre else 0.0), u / np.sqrt(w)
+        return fit
+
+    def fit_lda(dim):
+        def fit(xt, nt):
+            m = xt.mean(0)
+            sw = within(xt, nt)
+            sw += 1e-3 * np.trace(sw) / len(sw) * np.eye(len(sw))
+            w, u = np.linalg.eigh(sw)
+            wh = u / np.sqrt(w)
+            w2, u2 = np.linalg.eigh(wh.T @ np.cov((xt - m).T) @ wh)
+            return m, wh @ u2[:, np.argsort(w2)[::-1][:dim]]
+        return fit
+
+    def fit_pcaw(dim):
+        def fit(xt, nt):
+            m = xt.mean(0)
+            w, u = np.linalg.eigh(np.cov((xt - m).T))
+            keep = np.argsort(w)[::-1][:dim]
+            return m, u[:, keep] / np.sqrt(w[keep])
+        return fit
+
+    methods = {"euclidean (no training)": None, "cosine (no training)": "cos",
+               "centred cosine (train mean)": lambda xt, nt: (xt.mean(0), np.eye(x.shape[1])),
+               "WCCN + cosine, shrinkage 0.1": fit_wccn(0.1, True),
+               "WCCN (uncentred) + cosine, shrinkage 1": fit_wccn(1.0, False),
+               "LDA 64 + cosine": fit_lda(64), "LDA 100 + cosine": fit_lda(100),
+               "PCA-whitening 64 + cosine": fit_pcaw(64), "PCA-whitening 128 + cosine": fit_pcaw(128)}
+    rows = []
+    for name, fit in methods.items():
+        accs = []
+        for k in np.unique(folds):
+            if fit is None:
+                s = -np.linalg.norm(x[ia] - x[ib], axis=1)
+            elif fit == "cos":
+                s = np.sum(unit(x[ia]) * unit(x[ib]), axis=1)
+            else:
+                train = img_fold != k  # never the test fold's people
+                m, w = fit(x[train], person[train])
+                z = unit((x - m) @ w)
+                s = np.sum(z[ia] * z[ib], axis=1)
+            test = folds == k
+            thr = best_threshold(s[~test], y[~test])
+            accs.append(accuracy_at_threshold(s[test], y[test], thr))
+        rows.append({"metric": name, "accuracy_mean": round(float(np.mean(accs)), 5),
+                     "accuracy_std": round(float(np.std(accs)), 5)})
+        log("metric", rows[-1])
+    return rows
 
 
 def identification(geom, emb, variants, workers, max_identities, max_distractors):
@@ -470,7 +602,7 @@ def identification(geom, emb, variants, workers, max_identities, max_distractors
 
 # -- main ------------------------------------------------------------------------------
 
-BASE = dict(upsample=1, select="center", fallback="none", padding=0.25, mirror=False, jitters=0)
+BASE = dict(upsample=1, select="center", fallback="none", padding=0.25, mirror=False, jitters=0, normalize=False)
 
 
 def V(name, **kw):
@@ -487,7 +619,13 @@ VIEW1_CORE = [
     V("mirror TTA", mirror=True),
     V("fallback centre + mirror", fallback="center", mirror=True),
     V("fallback u2+centre + mirror", fallback="u2+center", mirror=True),
+    V("fallback u2+cnn+centre", fallback="u2+cnn+center"),
+    V("fallback u2+cnn+centre + mirror", fallback="u2+cnn+center", mirror=True),
+    V("fallback u2+cnn+centre + mirror + unit length", fallback="u2+cnn+center", mirror=True, normalize=True),
 ]
+# The library settings these variants are (FacePipeline keyword arguments).
+FAST = "fallback u2+cnn+centre"
+BEST = "fallback u2+cnn+centre + mirror + unit length"
 VIEW1_EXTRA = [
     V("upsample 0", upsample=0),
     V("upsample 2", upsample=2),
@@ -495,7 +633,7 @@ VIEW1_EXTRA = [
     V("padding 0.30", padding=0.3),
 ]
 VIEW1_JITTER = V("num_jitters 4", jitters=4)
-STAGES = ("v1core", "v2", "v1extra", "peer1", "peer2", "speed", "ident")
+STAGES = ("v1core", "v2", "v1extra", "peer1", "peer2", "speed", "ident", "metric")
 
 
 def _stop(signum, frame):
@@ -511,12 +649,13 @@ def main():
     ap.add_argument("--stages", default=",".join(STAGES),
                     help=f"comma list, run in this order: {', '.join(STAGES)}")
     ap.add_argument("--jitter", action="store_true", help="also try num_jitters=4 on View 1 (4x embed cost)")
-    ap.add_argument("--best", default="fallback u2+centre + mirror", help="View 1 variant name to run on View 2")
+    ap.add_argument("--best", default=BEST, help="variant name reported as the best (View 2, ident, speed)")
     ap.add_argument("--peer-python", default="/work/bench-venv/bin/python")
     ap.add_argument("--peer-images", type=int, default=0,
                     help="peer1 on only the first N View 1 images: descriptor agreement, no accuracy")
     ap.add_argument("--v2-folds", type=int, default=10, help="run/score only the first N View 2 folds")
-    ap.add_argument("--speed-images", type=int, default=200, help="images timed by the speed stage")
+    ap.add_argument("--speed-images", type=int, default=60, help="images timed by the speed stage (per round)")
+    ap.add_argument("--speed-rounds", type=int, default=3, help="interleaved timing rounds (medians reported)")
     ap.add_argument("--ident-identities", type=int, default=300, help="LFW people with 2+ images (ident stage)")
     ap.add_argument("--ident-distractors", type=int, default=1000, help="one-image people (ident stage)")
     ap.add_argument("--limit", type=int, default=0, help="about N pairs per view (smoke test)")
@@ -567,6 +706,7 @@ def main():
     v2_rels = sorted({rel_of(p.path_a) for p in v2} | {rel_of(p.path_b) for p in v2})
     all_variants = VIEW1_CORE + VIEW1_EXTRA + [VIEW1_JITTER]
     best = next(v for v in all_variants if v["name"] == args.best)
+    fast = next(v for v in all_variants if v["name"] == FAST)
     curves = {}
     peer_ok = Path(args.peer_python).exists()
 
@@ -598,7 +738,8 @@ def main():
             # (threshold chosen on the other finished folds).
             # VIEW1_CORE[2] (highest-score face, no fallback, no mirror) is the
             # face_recognition-equivalent pipeline (same box and descriptor on 58/59 images).
-            v2_variants = [VIEW1_CORE[0], VIEW1_CORE[1], VIEW1_CORE[2], VIEW1_CORE[5]]
+            v2_variants = [VIEW1_CORE[0], VIEW1_CORE[1], VIEW1_CORE[2], VIEW1_CORE[5], VIEW1_CORE[8]]
+            v2_variants += [v for v in VIEW1_CORE[9:] if v not in v2_variants]
             v2_variants += [best] if best not in v2_variants else []
             fold_ids = sorted(set(v2_folds.tolist()))[: args.v2_folds]
             for k in fold_ids:
@@ -625,10 +766,20 @@ def main():
             report["view2_peer_face_recognition"] = peer_rows(v2, v2_folds, v2_rels, recs, True)
             plot_roc(curves, f"LFW View 2 (grayscale), {len(v2)} pairs")
         elif stage == "speed":
-            report["speed"] = measure_speed(v1_rels[: args.speed_images], args.workers, args.peer_python)
+            report["speed"] = measure_speed(v1_rels[: args.speed_images], args.workers, args.peer_python,
+                                            args.speed_rounds, [VIEW1_CORE[2], fast, best])
+        elif stage == "metric":
+            metric_variant = next(v for v in all_variants if v["name"] == "fallback u2+cnn+centre + mirror")
+            prepare(v2, [metric_variant])
+            _, chosen = variant_requests(metric_variant, geom, v2_rels)
+            report["view2_learned_metrics"] = {
+                "variant": metric_variant["name"],
+                "protocol": "per test fold: fit on the images (in pairs.txt) of the other nine folds' people, "
+                            "threshold on those nine folds",
+                "rows": learned_metrics(v2, v2_folds, variant_vectors(metric_variant, chosen, emb))}
         elif stage == "ident":
             report["identification"] = identification(
-                geom, emb, [VIEW1_CORE[2], best], args.workers, args.ident_identities, args.ident_distractors)
+                geom, emb, [VIEW1_CORE[2], fast, best], args.workers, args.ident_identities, args.ident_distractors)
         RESULT.write_text(json.dumps(report, indent=1))
     text = json.dumps(report, indent=1)
     RESULT.write_text(text)

@@ -40,7 +40,6 @@ from ..errors import CollectionError, ImageLoadError, InputError
 from ..images import iter_image_files
 from .embed import DESCRIPTOR_DIM
 from .pipeline import FacePipeline, select_face
-from .verify import DEFAULT_THRESHOLD
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -142,8 +141,7 @@ def _extract(job: tuple[str, int, float, bool]):
         return path, size, mtime, f"error:{exc.reason}", -1
     faces = pipe.describe(pixels, pipe.locate(pixels))
     if not faces:
-        d = pipe.detector
-        return path, size, mtime, f"noface:no face detected ({d.model}, upsample={d.upsample})", -1
+        return path, size, mtime, f"noface:{pipe._no_face_reason()}", -1
     chosen = -1
     if labelled:  # only one face of a labelled photo is that person
         h, w = pixels.shape[:2]
@@ -201,11 +199,15 @@ class FaceCollection:
         if path.exists() and any(path.iterdir()):
             raise CollectionError(f"{path}: directory exists and is not a face collection")
         path.mkdir(parents=True, exist_ok=True)
+        pipeline = pipeline or FacePipeline()
+        unit = pipeline.embedder.normalize
         manifest = {"format_version": FORMAT_VERSION, "kind": "faces",
-                    "pipeline": (pipeline or FacePipeline()).settings(), "descriptor_dim": DESCRIPTOR_DIM,
-                    "distance": "euclidean between raw dlib descriptors (smaller = more alike)",
-                    "template": template, "threshold": DEFAULT_THRESHOLD,
-                    "threshold_source": "dlib default (uncalibrated)", "created": time.time()}
+                    "pipeline": pipeline.settings(), "descriptor_dim": DESCRIPTOR_DIM,
+                    "distance": f"euclidean between {'unit-length' if unit else 'raw'} dlib descriptors "
+                                "(smaller = more alike)",
+                    "template": template, "threshold": pipeline.default_threshold,
+                    "threshold_source": "default for these descriptors (uncalibrated)" if unit
+                    else "dlib default (uncalibrated)", "created": time.time()}
         _write_json(path / MANIFEST, manifest)
         return cls(path, manifest, writable=True)
 

@@ -19,13 +19,20 @@ class FaceEmbedder:
             grows linearly).
         mirror: also embed the horizontally flipped chip and average the two
             descriptors (2x cost).
-        batch_size: chips per call to dlib (one batched call is a little cheaper per
-            chip than one call per chip).
+        batch_size: chips per call to dlib (one batched call is cheaper per chip than
+            one call per chip).
+        normalize: scale each final descriptor (after mirror averaging) to unit length,
+            so that Euclidean distance is a monotone function of cosine similarity. On
+            LFW View 2 (grayscale) this lifted the mirrored pipeline from 98.82% to 98.97%
+            but lowered the unmirrored one (98.67% -> 98.53%); distances shrink by about
+            1/1.41, so its same/different cut is about 0.42 instead of 0.6.
     """
 
-    def __init__(self, num_jitters: int = 0, mirror: bool = False, batch_size: int = 16):
+    def __init__(self, num_jitters: int = 0, mirror: bool = False, batch_size: int = 16,
+                 normalize: bool = False):
         self.num_jitters = int(num_jitters)
         self.mirror = bool(mirror)
+        self.normalize = bool(normalize)
         self.batch_size = int(batch_size)
         self._model = None
 
@@ -57,12 +64,17 @@ class FaceEmbedder:
 
         Returns:
             ``float32`` ``(n, 128)``; compare with Euclidean distance (smaller = more
-            alike; about 0.6 separates same from different people).
+            alike; about 0.6 separates same from different people, about 0.42 when
+            ``normalize``).
         """
         chips = list(chips)
         if not chips:
             return np.zeros((0, DESCRIPTOR_DIM), dtype=np.float32)
         if not self.mirror:
-            return self._raw(chips)
-        both = self._raw(chips + [np.ascontiguousarray(c[:, ::-1]) for c in chips])
-        return (both[: len(chips)] + both[len(chips) :]) / 2.0
+            out = self._raw(chips)
+        else:  # one batched pass over the chips and their mirror images
+            both = self._raw(chips + [np.ascontiguousarray(c[:, ::-1]) for c in chips])
+            out = (both[: len(chips)] + both[len(chips) :]) / 2.0
+        if self.normalize:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
