@@ -16,6 +16,7 @@ the generation they reflect; a stale one is brought up to date from the vectors.
 from __future__ import annotations
 
 import fcntl
+import gc
 import json
 import os
 import random
@@ -32,8 +33,8 @@ import numpy as np
 
 from .atomic import atomic_write_text
 from .descriptors.base import Descriptor, make_descriptor
-from .errors import CollectionError, ConfigError, ImageLoadError, InputError
-from .extraction import FileResult, Job, extract
+from .errors import CollectionError, ConfigError, ImageLoadError, InputError, LookalikeError
+from .extraction import BatchResult, Job, extract_batches
 from .images import ImageSource, is_image_path, iter_image_files, load_image
 
 FORMAT_VERSION = 1
@@ -46,6 +47,10 @@ REBUILD_TOMBSTONE_FRACTION = 0.25
 #: A transaction is committed every COMMIT_ITEMS results or COMMIT_SECONDS, whichever first.
 COMMIT_ITEMS = 256
 COMMIT_SECONDS = 1.0
+#: Committed vectors queued for the in-memory index before they are added in one go.
+BACKLOG_ROWS = 50_000
+#: SQLite page size of new collections (existing files keep theirs).
+PAGE_SIZE = 16384
 #: Shard i's item ids start at i << SHARD_ID_BITS (room for 10^12 items per shard).
 SHARD_ID_BITS = 40
 #: Item rows (path, metadata) kept in memory for search results, at most.
@@ -81,7 +86,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
-@dataclass
+@dataclass(slots=True)
 class Hit:
     """One search result: item id, path, distance (smaller = closer), metadata."""
 
@@ -94,7 +99,7 @@ class Hit:
         return {"id": self.id, "path": self.path, "distance": self.distance, "metadata": self.metadata}
 
 
-@dataclass
+@dataclass(slots=True)
 class QueryResult:
     """The hits of one query, nearest first."""
 
@@ -115,6 +120,8 @@ class AddReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    #: CPU seconds spent reading, decoding and describing (summed over worker processes).
+    describe_cpu_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {"added": self.added, "updated": self.updated, "unchanged": self.unchanged,
@@ -213,10 +220,24 @@ def writer_lock(directory: Path, timeout: float):
         fh.close()
 
 
-def resolve_paths(paths: Iterable[str | os.PathLike]) -> list[str]:
+def _real_folder(folder: str, cache: dict[str, str]) -> str:
+    """``os.path.realpath(folder)`` through a cache of its parents: one lstat per new
+    folder instead of one per component of its path (LFW has 5,749 folders)."""
+    got = cache.get(folder)
+    if got is None:
+        parent, name = os.path.split(folder)
+        if not parent or parent == folder or name in ("", ".", "..") or os.path.islink(folder):
+            got = os.path.realpath(folder or ".")
+        else:
+            got = os.path.join(_real_folder(parent, cache), name)
+        cache[folder] = got
+    return got
+
+
+def resolve_paths(paths: Iterable[str | os.PathLike], folders: dict[str, str] | None = None) -> list[str]:
     """``Path.resolve()`` of many files as strings, resolving each folder once: the same
     answer (a symlinked file still resolves to its target) at one lstat per file."""
-    folders: dict[str, str] = {}
+    folders = {} if folders is None else folders
     out = []
     for path in paths:
         path = os.fspath(path)
@@ -224,10 +245,7 @@ def resolve_paths(paths: Iterable[str | os.PathLike]) -> list[str]:
         if name in ("", ".", "..") or os.path.islink(path):
             out.append(os.path.realpath(path))
             continue
-        parent = folders.get(folder)
-        if parent is None:
-            parent = folders[folder] = os.path.realpath(folder or ".")
-        out.append(os.path.join(parent, name))
+        out.append(os.path.join(_real_folder(folder, folders), name))
     return out
 
 
@@ -254,9 +272,14 @@ class Collection:
         self.directory = directory
         self.manifest = manifest
         self.lock_timeout = lock_timeout
+        self._generation_seen: tuple[int, int] | None = None  # (data_version, generation)
         self._db = self._connect()
         self._descriptors: dict[str, Descriptor] = {}
-        self._indexes: dict[str, Any] = {}
+        self._indexes: dict[str, Any] = {}  # key -> (index, generation it reflects)
+        self._saved_generation: dict[str, int] = {}  # key -> generation of its index file
+        # key -> committed changes not yet applied to the cached index (removed ids,
+        # ids, matrices, row count): the cached index plus its backlog is current.
+        self._backlog: dict[str, tuple[list, list, list, list]] = {}
         self._row_cache: dict[int, tuple[str, str]] = {}
         self._row_cache_generation: int | None = None
         self._scales: dict[str, tuple[float, int]] = {}  # fusion scale per descriptor, with its generation
@@ -318,9 +341,14 @@ class Collection:
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.directory / DATABASE, timeout=60.0, isolation_level=None)
+        # 16 KiB pages (only takes effect on a new, empty file): a vector row of a few KB
+        # then fits inside its b-tree page instead of spilling to an overflow page, which
+        # made 4 KiB-page databases 3x larger and commits ~3x slower.
+        db.execute(f"PRAGMA page_size={PAGE_SIZE}")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
-        db.execute("PRAGMA wal_autocheckpoint=8000")  # ~32 MB between checkpoints: fewer stalls
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+        db.execute(f"PRAGMA wal_autocheckpoint={(32 << 20) // page}")  # ~32 MB between checkpoints
         db.executescript(SCHEMA)
         try:
             db.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
@@ -361,22 +389,37 @@ class Collection:
 
     @property
     def generation(self) -> int:
-        return int(self._db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+        """The database's write counter (bumped by every transaction of any writer).
+
+        Re-read only when SQLite's ``data_version`` says another connection committed
+        since the last read (our own commits clear the cached value in
+        :meth:`_transaction`): searches check staleness without reading a table."""
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if self._generation_seen is None or version != self._generation_seen[0]:
+            value = int(self._db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+            self._generation_seen = (version, value)
+        return self._generation_seen[1]
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM items WHERE status='ok'").fetchone()[0]
 
     # -- adding -----------------------------------------------------------------------
-    def _plan(self, paths: list[str], force: bool) -> tuple[list[Job], int]:
+    def _plan(self, paths: list[str], force: bool) -> tuple[list[Job], int, set[str]]:
+        """Jobs for the files that need work, how many are unchanged, and which of the
+        job paths already have an item row (the others are new: no lookup at commit)."""
         known = {row[0]: row[1:] for row in self._db.execute(
             "SELECT path, size, mtime, content_hash, status, id FROM items")}
         complete: dict[int, int] = {}
-        for item_id, count in self._db.execute("SELECT item_id, COUNT(*) FROM vectors GROUP BY item_id"):
-            complete[item_id] = count
+        if known:
+            for item_id, count in self._db.execute("SELECT item_id, COUNT(*) FROM vectors GROUP BY item_id"):
+                complete[item_id] = count
         n_keys = len(self.descriptor_keys)
-        jobs, unchanged = [], 0
+        jobs, unchanged, seen = [], 0, set()
         for path in paths:
             key = str(path)
+            if key in seen:
+                continue  # the same file named twice (a folder and a file in it)
+            seen.add(key)
             if key not in known or force:
                 jobs.append(Job(key))  # new: extraction stats and reads it anyway
                 continue
@@ -397,7 +440,7 @@ class Collection:
                     unchanged += 1
                     continue
                 jobs.append(Job(key, known_hash=chash if status == "ok" else None))
-        return jobs, unchanged
+        return jobs, unchanged, {job.path for job in jobs if job.path in known}
 
     def fit(self, sources: Sequence[ImageSource], sample: int = 1000, seed: int = 0,
             keys: Iterable[str] | None = None, refit: bool = False) -> list[str]:
@@ -465,27 +508,35 @@ class Collection:
         with writer_lock(self.directory, self.lock_timeout):
             if shard is not None:
                 self._reserve_shard_ids(shard[0])
-            jobs, report.unchanged = self._plan(paths, force)
+            jobs, report.unchanged, known = self._plan(paths, force)
             extra = {str(p): m for p, m in zip(resolve_paths(metadata or {}), (metadata or {}).values())}
             descriptors = {k: self.descriptor(k) for k in self.descriptor_keys}
+            if jobs:
+                # Bring the in-memory indexes up to date now: each commit then extends
+                # them with the vectors it wrote, so the end needs no re-read of them all.
+                for key in self.descriptor_keys:
+                    self._refresh_index(key, save=False)
             bar = _progress(progress, len(jobs), "describing")
             # Worker batches are grouped into fewer, larger transactions (a commit costs
             # ~1 ms); a time cap keeps what a crash can lose to about a second of work.
-            pending: list[FileResult] = []
+            pending: list[BatchResult] = []
+            n_pending = 0
             last_commit = time.monotonic()
             try:
-                for results in extract(jobs, descriptors, workers=workers, batch_size=batch_size):
-                    pending.extend(results)
-                    if len(pending) >= COMMIT_ITEMS or time.monotonic() - last_commit > COMMIT_SECONDS:
-                        self._commit(pending, report, extra)
-                        bar.advance(len(pending))
-                        pending, last_commit = [], time.monotonic()
+                for batch in extract_batches(jobs, descriptors, workers=workers, batch_size=batch_size):
+                    pending.append(batch)
+                    n_pending += len(batch)
+                    report.describe_cpu_seconds += batch.cpu_seconds
+                    if n_pending >= COMMIT_ITEMS or time.monotonic() - last_commit > COMMIT_SECONDS:
+                        self._commit(pending, report, extra, known)
+                        bar.advance(n_pending)
+                        pending, n_pending, last_commit = [], 0, time.monotonic()
             except KeyboardInterrupt:
                 report.interrupted = True
             finally:
                 if pending:
-                    self._commit(pending, report, extra)
-                    bar.advance(len(pending))
+                    self._commit(pending, report, extra, known)
+                    bar.advance(n_pending)
                 bar.close()
                 for key in self.descriptor_keys:
                     self._refresh_index(key, save=True)
@@ -507,22 +558,33 @@ class Collection:
 
     def _expand(self, sources, recursive: bool) -> list[str]:
         """Sources (folders, files) -> resolved file paths as strings (plain strings:
-        pathlib costs more than the decoding of a tiny image)."""
+        pathlib costs more than the decoding of a tiny image). One ``lstat`` per source
+        tells folder, symlink and file apart; each folder is resolved once."""
         if isinstance(sources, (str, os.PathLike)):
             sources = [sources]
-        paths: list = []
+        folders: dict[str, str] = {}
+        paths: list[str] = []
         for source in sources:
+            source = os.fspath(source)
+            link = False
             try:
-                is_dir = stat_module.S_ISDIR(os.stat(source).st_mode)
+                mode = os.lstat(source).st_mode
+                if stat_module.S_ISLNK(mode):
+                    link = True
+                    mode = os.stat(source).st_mode
             except OSError:
                 if not is_image_path(source):
                     raise InputError(f"{source}: no such file or directory") from None
-                is_dir = False  # a missing image file: reported per file by extraction
-            if is_dir:
-                paths.extend(iter_image_files(source, recursive=recursive))
-            else:
-                paths.append(source)
-        return resolve_paths(paths)
+                mode = 0  # a missing image file: reported per file by extraction
+            if stat_module.S_ISDIR(mode):
+                paths.extend(resolve_paths(iter_image_files(source, recursive=recursive), folders))
+                continue
+            folder, name = os.path.split(source)
+            if link or name in ("", ".", ".."):
+                paths.append(os.path.realpath(source))
+                continue
+            paths.append(os.path.join(_real_folder(folder, folders), name))
+        return paths
 
     @contextmanager
     def _transaction(self):
@@ -535,14 +597,21 @@ class Collection:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        finally:
+            self._generation_seen = None  # our own commits leave data_version unchanged
 
-    def _commit(self, results: list[FileResult], report: AddReport, extra: dict[str, dict]) -> None:
-        """One transaction per batch; statements batched (one lookup, executemany writes)."""
+    def _commit(self, batches: list[BatchResult], report: AddReport, extra: dict[str, dict],
+                known: set[str]) -> None:
+        """One transaction for several extraction batches; statements batched (one
+        lookup of the known paths, executemany writes). ``known`` holds the paths that
+        had an item row when the run was planned (we hold the writer lock, so no one
+        else adds rows meanwhile); the rest are inserted without a lookup."""
+        keys = self.descriptor_keys
         with self._transaction() as db:
             generation = int(db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0]) + 1
             now = time.time()
             existing: dict[str, tuple[int, str]] = {}
-            paths = [r.path for r in results]
+            paths = [p for b in batches for p in b.paths if p in known] if known else []
             for chunk in range(0, len(paths), 900):
                 part = paths[chunk:chunk + 900]
                 for item_id, path, meta in db.execute(
@@ -551,40 +620,65 @@ class Collection:
             # We hold the writer lock, so new ids can be assigned here (AUTOINCREMENT keeps
             # sqlite_sequence at the largest id written, so ids are never reused).
             row = db.execute("SELECT seq FROM sqlite_sequence WHERE name='items'").fetchone()
-            next_id = (row[0] if row else 0) + 1
-            new_items, new_errors, updates, vectors, dropped = [], [], [], [], []
-            for r in results:
-                found = existing.get(r.path)
-                if r.error is not None:
-                    report.failed.append((r.path, r.error))
+            next_id = first_new = (row[0] if row else 0) + 1
+            new_items, new_errors, updates, dropped, unchanged = [], [], [], [], []
+            vectors: list[tuple] = []
+            index_updates = {key: ([], [], []) for key in keys}  # removed ids, ids, matrices
+            for b in batches:
+                item_ids = [0] * len(b)
+                skip = set(b.errors)
+                for i, reason in b.errors.items():
+                    path = b.paths[i]
+                    report.failed.append((path, reason))
+                    found = existing.get(path)
                     if found:
-                        dropped.append((found[0],))
+                        dropped.append(found[0])
                         db.execute("UPDATE items SET status='error', error=?, size=?, mtime=? WHERE id=?",
-                                   (r.error, r.size, r.mtime, found[0]))
+                                   (reason, b.sizes[i], b.mtimes[i], found[0]))
                     else:
-                        new_errors.append((next_id, r.path, r.size, r.mtime, r.error, now))
+                        new_errors.append((next_id, path, b.sizes[i], b.mtimes[i], reason, now))
                         next_id += 1
-                    continue
-                if r.unchanged:
+                for i in b.unchanged:
+                    skip.add(i)
                     report.unchanged += 1
-                    db.execute("UPDATE items SET size=?, mtime=? WHERE id=?", (r.size, r.mtime, found[0]))
-                    continue
-                meta = json.loads(found[1]) if found else {}
-                meta.update(r.metadata)
-                meta.update(extra.get(r.path, {}))
-                if found:
-                    item_id = found[0]
-                    updates.append((r.content_hash, r.size, r.mtime, r.width, r.height, json.dumps(meta), item_id))
-                    report.updated += 1
-                else:
-                    item_id = next_id
-                    next_id += 1
-                    new_items.append((item_id, r.path, r.content_hash, r.size, r.mtime, r.width, r.height,
-                                      json.dumps(meta), now))
-                    report.added += 1
-                vectors.extend((key, item_id, generation, vec.tobytes()) for key, vec in r.vectors.items())
+                    unchanged.append((b.sizes[i], b.mtimes[i], existing[b.paths[i]][0]))
+                for i, path in enumerate(b.paths):
+                    if i in skip:
+                        continue
+                    found = existing.get(path) if known else None
+                    tags, more = b.metadata.get(i), extra.get(path) if extra else None
+                    if found:
+                        meta = json.loads(found[1])
+                        meta.update(tags or {})
+                        meta.update(more or {})
+                        item_id = item_ids[i] = found[0]
+                        updates.append((b.hashes[i], b.sizes[i], b.mtimes[i], b.widths[i], b.heights[i],
+                                        json.dumps(meta), item_id))
+                        report.updated += 1
+                    else:
+                        meta_text = json.dumps({**(tags or {}), **(more or {})}) if tags or more else "{}"
+                        item_id = item_ids[i] = next_id
+                        next_id += 1
+                        new_items.append((item_id, path, b.hashes[i], b.sizes[i], b.mtimes[i], b.widths[i],
+                                          b.heights[i], meta_text, now))
+                        report.added += 1
+                for key, (rows, matrix) in b.vectors.items():
+                    if not len(rows):
+                        continue
+                    ids = [item_ids[r] for r in rows.tolist()]
+                    # One buffer, sliced per row: no per-row array objects.
+                    flat = memoryview(matrix).cast("B")
+                    width = matrix.shape[1] * matrix.itemsize
+                    vectors.extend((key, item_id, generation, flat[j * width:(j + 1) * width])
+                                   for j, item_id in enumerate(ids))
+                    removed, add_ids, add_vecs = index_updates[key]
+                    removed.extend(i for i in ids if i < first_new)  # re-described: old vector out
+                    add_ids.extend(ids)
+                    add_vecs.append(matrix)
             if dropped:
-                db.executemany("DELETE FROM vectors WHERE item_id=?", dropped)
+                db.executemany("DELETE FROM vectors WHERE item_id=?", [(i,) for i in dropped])
+            if unchanged:
+                db.executemany("UPDATE items SET size=?, mtime=? WHERE id=?", unchanged)
             if new_errors:
                 db.executemany("INSERT INTO items (id, path, size, mtime, status, error, added_at) "
                                "VALUES (?, ?, ?, ?, 'error', ?, ?)", new_errors)
@@ -596,6 +690,52 @@ class Collection:
                                "metadata=?, status='ok', error=NULL WHERE id=?", updates)
             if vectors:
                 db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?)", vectors)
+        for key, (removed, add_ids, add_vecs) in index_updates.items():
+            self._follow_commit(key, generation, dropped + removed, add_ids, add_vecs)
+
+    def _follow_commit(self, key: str, generation: int, removed: list[int], ids: list[int],
+                       matrices: list[np.ndarray]) -> None:
+        """Let the cached in-memory index follow a just-committed change without
+        re-reading vectors from SQLite. The change is queued (a backlog flushed by
+        :meth:`_refresh_index`, or once it is as large as the index: FAISS copies its
+        storage on every add, so many small adds cost quadratic time). Only a trained
+        FAISS index that was current before the commit follows; any other is left
+        stale and brought up to date from SQLite, the source of truth."""
+        from .index.faiss import FaissIndex
+
+        cached = self._indexes.get(key)
+        if cached is None or cached[1] != generation - 1:
+            return
+        if not isinstance(cached[0], FaissIndex) or not cached[0].is_trained:
+            return
+        backlog = self._backlog.setdefault(key, ([], [], [], [0]))
+        backlog[0].extend(removed)
+        backlog[1].extend(ids)
+        backlog[2].extend(matrices)
+        backlog[3][0] += len(ids)
+        self._indexes[key] = (cached[0], generation)
+        if backlog[3][0] >= max(BACKLOG_ROWS, cached[0].ntotal):
+            self._flush_backlog(key)
+
+    def _flush_backlog(self, key: str) -> None:
+        """Apply queued committed changes to the cached index (see :meth:`_follow_commit`)."""
+        backlog = self._backlog.pop(key, None)
+        cached = self._indexes.get(key)
+        if backlog is None or cached is None:
+            return
+        index = cached[0]
+        removed, ids, matrices, _ = backlog
+        try:
+            if removed:
+                index.remove(np.asarray(removed, dtype=np.int64))
+            if ids:
+                index.add(matrices[0] if len(matrices) == 1 else np.concatenate(matrices),
+                          np.asarray(ids, dtype=np.int64))
+        except LookalikeError:
+            self._indexes.pop(key, None)  # rebuilt from SQLite on next use
+            return
+        if index.n_removed > REBUILD_TOMBSTONE_FRACTION * max(1, index.ntotal + index.n_removed):
+            self._indexes.pop(key, None)  # too many tombstones: rebuild
 
     # -- removing ---------------------------------------------------------------------
     def remove(self, items: Iterable[int | str | os.PathLike]) -> int:
@@ -695,6 +835,8 @@ class Collection:
         from .index.milvus import MilvusIndex, is_milvus_pointer
 
         self._indexes.pop(key, None)
+        self._backlog.pop(key, None)
+        self._saved_generation.pop(key, None)
         path = self._index_path(key)
         if is_milvus_pointer(path):
             # The vectors live in Milvus: drop that collection too (a new spec or a refit
@@ -711,14 +853,19 @@ class Collection:
         return self._refresh_index(key, save=False)
 
     def _refresh_index(self, key: str, save: bool):
+        generation = self.generation
+        if self._backlog:
+            self._flush_backlog(key)
+        cached = self._indexes.get(key)
+        if cached is not None and cached[1] == generation:
+            if save and self._saved_generation.get(key) != generation:
+                cached[0].save(self._index_path(key), extra={"generation": generation})
+                self._saved_generation[key] = generation
+            return cached[0]
         from .index import load_index_with_extra, make_index
         from .index.base import resolve_auto_spec
         from .index.faiss import FaissIndex
 
-        generation = self.generation
-        cached = self._indexes.get(key)
-        if cached is not None and cached[1] == generation:
-            return cached[0]
         entry = self.manifest["descriptors"][key]
         index, index_gen = None, -1
         if cached is not None:
@@ -727,6 +874,7 @@ class Collection:
             try:
                 index, extra = load_index_with_extra(self._index_path(key))
                 index_gen = int(extra.get("generation", -1))
+                self._saved_generation[key] = index_gen
             except CollectionError:
                 index = None  # a damaged cache: rebuild from the vectors
         n_vectors = self._db.execute("SELECT COUNT(*) FROM vectors WHERE descriptor=?", (key,)).fetchone()[0]
@@ -771,6 +919,7 @@ class Collection:
                 index.add(vecs, ids)
         if save:
             index.save(self._index_path(key), extra={"generation": generation})
+            self._saved_generation[key] = generation
         self._indexes[key] = (index, generation)
         return index
 
@@ -827,11 +976,11 @@ class Collection:
                        **knobs) -> list[QueryResult]:
         """Search with descriptor vectors ``(n, code_size)``."""
         key = self._key(descriptor)
-        index = self.index(key)
-        allowed = self._allowed_ids(where)
+        index = self._refresh_index(key, save=False)
+        allowed = None if where is None else self._allowed_ids(where)
         result = index.search(vectors, k=k, allowed_ids=allowed, **knobs)
         generation = self._indexes[key][1]  # the generation the index was refreshed at
-        return self._hits(result, names or [f"<vector {i}>" for i in range(len(result.ids))], generation)
+        return self._hits(result, names, generation)
 
     def search_fused(self, queries: ImageSource | Sequence[ImageSource], k: int = 10,
                      descriptors: Sequence[str] | None = None, rule: str = "weighted",
@@ -907,26 +1056,39 @@ class Collection:
         return np.fromiter((r[0] for r in self._db.execute(
             f"SELECT id FROM items WHERE status='ok' AND ({clause})", args)), dtype=np.int64)
 
-    def _hits(self, result, names: Sequence[str], generation: int) -> list[QueryResult]:
+    def _hits(self, result, names: Sequence[str] | None, generation: int) -> list[QueryResult]:
         # Rows are cached per generation (any write bumps it), so repeated searches
         # skip SQLite; the cache is bounded so huge collections do not fill memory.
         if self._row_cache_generation != generation or len(self._row_cache) > ROW_CACHE_LIMIT:
             self._row_cache, self._row_cache_generation = {}, generation
         cache = self._row_cache
-        missing = list({int(i) for i in result.ids.ravel() if i >= 0 and int(i) not in cache})
-        for chunk in range(0, len(missing), 900):
-            part = missing[chunk:chunk + 900]
-            for item_id, path, meta in self._db.execute(
-                    f"SELECT id, path, metadata FROM items WHERE id IN ({','.join('?' * len(part))})", part):
-                cache[item_id] = (path, meta)
+        id_rows = result.ids.tolist()
+        missing = {i for row in id_rows for i in row if i not in cache}
+        missing.discard(-1)
+        if missing:
+            missing = list(missing)
+            for chunk in range(0, len(missing), 900):
+                part = missing[chunk:chunk + 900]
+                for item_id, path, meta in self._db.execute(
+                        f"SELECT id, path, metadata FROM items WHERE id IN ({','.join('?' * len(part))})", part):
+                    cache[item_id] = (path, meta)
+        if not names:
+            names = [f"<vector {i}>" for i in range(len(id_rows))]
         out = []
-        for name, ids, dists in zip(names, result.ids.tolist(), result.distances.tolist()):
-            hits = []
-            for i, dist in zip(ids, dists):
-                row = cache.get(i) if i >= 0 else None
-                if row is not None:
-                    hits.append(Hit(i, row[0], dist, json.loads(row[1]) if row[1] != "{}" else {}))
-            out.append(QueryResult(str(name), hits))
+        get, loads = cache.get, json.loads
+        # Thousands of small acyclic objects: pause the cyclic GC meanwhile (its
+        # generation-0 passes cost as much again as building them).
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for name, ids, dists in zip(names, id_rows, result.distances.tolist()):
+                # get(i) is None for -1 padding (and for an item removed meanwhile).
+                out.append(QueryResult(str(name), [
+                    Hit(i, row[0], dist, {} if row[1] == "{}" else loads(row[1]))
+                    for i, dist in zip(ids, dists) if (row := get(i)) is not None]))
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         return out
 
     # -- facts ------------------------------------------------------------------------

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -18,6 +18,10 @@ from .errors import ImageLoadError, LookalikeError
 from .images import adapt_pixels, load_image
 
 HASH_CHUNK = 1 << 20
+#: Tasks queued per worker process (covers a commit stall of ~0.1 s on small images).
+IN_FLIGHT_PER_WORKER = 4
+#: Images per worker task when every descriptor is cheap (several batches per task).
+CHEAP_TASK_IMAGES = 256
 
 
 def content_hash(data: bytes) -> str:
@@ -54,67 +58,157 @@ class Job:
     keys: tuple[str, ...] | None = None  # descriptors to compute (None: all)
 
 
+@dataclass
+class BatchResult:
+    """What extraction learned about one batch of files, in columns (row ``i`` is the
+    batch's ``i``-th file).
+
+    Columns instead of an object per file: a batch crosses the process boundary as a
+    few lists and one vectors matrix per descriptor, which is what keeps the parent
+    (which also commits to SQLite) from becoming the bottleneck on small images.
+
+    Attributes:
+        paths, sizes, mtimes, hashes, widths, heights: per row (``""``/0 where unknown).
+        errors: row -> reason, for files that could not be read or described.
+        unchanged: rows whose content hash equals the known one (nothing described).
+        vectors: descriptor key -> ``(rows (m,) int64, matrix (m, code_size))``; rows
+            with an error never appear.
+        metadata: row -> metadata the descriptors add (e.g. tags); sparse.
+        cpu_seconds: CPU time the batch took where it ran (for throughput breakdowns).
+    """
+
+    paths: list[str]
+    sizes: list[int]
+    mtimes: list[float]
+    hashes: list[str]
+    widths: list[int]
+    heights: list[int]
+    errors: dict[int, str] = field(default_factory=dict)
+    unchanged: list[int] = field(default_factory=list)
+    vectors: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    metadata: dict[int, dict[str, Any]] = field(default_factory=dict)
+    cpu_seconds: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def results(self) -> list[FileResult]:
+        """The same facts as one :class:`FileResult` per file."""
+        unchanged = set(self.unchanged)
+        out = [FileResult(path=p, size=sz, mtime=mt, content_hash=h, width=w, height=ht,
+                          error=self.errors.get(i), unchanged=i in unchanged,
+                          metadata=dict(self.metadata.get(i, {})))
+               for i, (p, sz, mt, h, w, ht) in enumerate(zip(self.paths, self.sizes, self.mtimes,
+                                                              self.hashes, self.widths, self.heights))]
+        for key, (rows, matrix) in self.vectors.items():
+            for row, vec in zip(rows.tolist(), matrix):
+                out[row].vectors[key] = vec
+        return out
+
+
+#: A batch as sent to a worker: paths, known hashes (or None), descriptor keys (or None).
+PackedJobs = tuple[list[str], list[Any], list[Any]]
+
+
+def pack_jobs(jobs: Sequence[Job]) -> PackedJobs:
+    """Jobs -> three plain lists (pickles far smaller and faster than dataclasses)."""
+    return [j.path for j in jobs], [j.known_hash for j in jobs], [j.keys for j in jobs]
+
+
 class Extractor:
     """Describes files with a fixed set of descriptors (keys -> Descriptor)."""
 
     def __init__(self, descriptors: dict[str, Descriptor]):
         self.descriptors = descriptors
+        self._all_keys = tuple(descriptors)
+        # Gray files stay one channel when every descriptor can take that (cheaper
+        # resizing, no colour conversion); adapt_pixels expands them for the others.
+        self._keep_gray = all(getattr(d, "accepts_gray", False) or d.image_mode == "L"
+                              for d in descriptors.values())
+        self._sides: dict[tuple[str, ...], int | None] = {}
 
     def _decode_side(self, keys: Sequence[str]) -> int | None:
-        sides = [self.descriptors[k].max_side for k in keys]
-        return None if any(s is None for s in sides) else max(sides)
+        keys = tuple(keys)
+        if keys not in self._sides:
+            sides = [self.descriptors[k].max_side for k in keys]
+            self._sides[keys] = None if any(s is None for s in sides) else max(sides)
+        return self._sides[keys]
 
     def run_batch(self, jobs: Sequence[Job]) -> list[FileResult]:
-        results: list[FileResult] = []
-        ready: list[tuple[FileResult, np.ndarray, tuple[str, ...]]] = []
-        for job in jobs:
-            result = FileResult(path=job.path)
-            results.append(result)
+        """One :class:`FileResult` per job (see :meth:`run_packed` for the column form)."""
+        return self.run_packed(pack_jobs(jobs)).results()
+
+    def run_packed(self, packed: PackedJobs) -> BatchResult:
+        """Read, hash, decode and describe one batch of files."""
+        started = time.process_time()
+        paths, known_hashes, job_keys = packed
+        n = len(paths)
+        out = BatchResult(paths=list(paths), sizes=[0] * n, mtimes=[0.0] * n, hashes=[""] * n,
+                          widths=[0] * n, heights=[0] * n)
+        errors = out.errors
+        ready: list[tuple[int, np.ndarray, tuple[str, ...]]] = []
+        for row, path in enumerate(paths):
+            keys = job_keys[row] or self._all_keys
             try:
-                stat = os.stat(job.path)
-                result.size, result.mtime = stat.st_size, stat.st_mtime
-                with open(job.path, "rb") as fh:
+                # Stat before reading: a file changed after the stat gets a newer mtime on
+                # the next run and is re-read, never the other way round.
+                with open(path, "rb") as fh:
+                    stat = os.fstat(fh.fileno())
+                    out.sizes[row], out.mtimes[row] = stat.st_size, stat.st_mtime
                     data = fh.read()
-                result.content_hash = content_hash(data)
-                keys = job.keys or tuple(self.descriptors)
-                if job.known_hash is not None and job.known_hash == result.content_hash and job.keys is None:
-                    result.unchanged = True
+                digest = content_hash(data)
+                out.hashes[row] = digest
+                if known_hashes[row] is not None and known_hashes[row] == digest and job_keys[row] is None:
+                    out.unchanged.append(row)
                     continue
-                loaded = load_image(data if data else job.path, mode="RGB",
-                                    max_side=self._decode_side(keys))
-                result.width, result.height = loaded.width, loaded.height
-                ready.append((result, loaded.pixels, keys))
+                loaded = load_image(data if data else path, mode="RGB",
+                                    max_side=self._decode_side(keys), keep_gray=self._keep_gray)
+                out.widths[row], out.heights[row] = loaded.width, loaded.height
+                ready.append((row, loaded.pixels, keys))
             except ImageLoadError as exc:
-                result.error = exc.reason
+                errors[row] = exc.reason
             except OSError as exc:
-                result.error = f"cannot read: {exc.strerror or exc}"
+                errors[row] = f"cannot read: {exc.strerror or exc}"
         # Describe per descriptor over the whole batch: families vectorise across images.
+        described: dict[str, tuple[list[int], np.ndarray | list]] = {}
         for key, descriptor in self.descriptors.items():
-            batch = [(r, p) for r, p, keys in ready if key in keys and r.error is None]
+            batch = [(row, p) for row, p, keys in ready if key in keys]
             if not batch:
                 continue
-            pixels = [adapt_pixels(p, descriptor.image_mode, descriptor.max_side) for _, p in batch]
+            rows = [row for row, _ in batch]
+            mode = descriptor.image_mode
+            gray_ok = mode == "L" or getattr(descriptor, "accepts_gray", False)
+            pixels = [adapt_pixels(p, "L" if gray_ok and p.ndim == 2 else mode, descriptor.max_side)
+                      for _, p in batch]
             try:
                 vectors = descriptor.transform_pixels(pixels)
                 tags = descriptor.tags(pixels)
-            except LookalikeError as exc:
+            except LookalikeError:
                 # A batch-level failure: retry one by one so one bad image cannot sink the rest.
-                vectors, tags = None, None
-                for (r, _), px in zip(batch, pixels):
+                tags, kept, vecs = None, [], []
+                for row, px in zip(rows, pixels):
                     try:
-                        r.vectors[key] = descriptor.transform_pixels([px])[0]
+                        vecs.append(descriptor.transform_pixels([px])[0])
+                        kept.append(row)
                     except LookalikeError as one:
-                        r.error = f"{key}: {one}"
-                del exc
-            if vectors is not None:
-                for i, (r, _) in enumerate(batch):
-                    r.vectors[key] = vectors[i]
-                    if tags:
-                        r.metadata.update(tags[i])
-        for r, _, keys in ready:
-            if r.error is not None:
-                r.vectors.clear()
-        return results
+                        errors[row] = f"{key}: {one}"
+                rows = kept
+                vectors = np.stack(vecs) if vecs else np.zeros((0, descriptor.code_size), descriptor.dtype)
+            if tags:
+                for row, tag in zip(rows, tags):
+                    if tag:
+                        out.metadata.setdefault(row, {}).update(tag)
+            described[key] = (rows, vectors)
+        # A file that failed any descriptor keeps no vector at all.
+        for key, (rows, vectors) in described.items():
+            if errors:
+                keep = [i for i, row in enumerate(rows) if row not in errors]
+                rows, vectors = [rows[i] for i in keep], vectors[keep]
+            out.vectors[key] = (np.asarray(rows, dtype=np.int64), np.ascontiguousarray(vectors))
+        for row in errors:
+            out.metadata.pop(row, None)
+        out.cpu_seconds = time.process_time() - started
+        return out
 
 
 # -- worker processes -----------------------------------------------------------------
@@ -138,9 +232,9 @@ def _init_worker(specs: dict[str, str], states: dict[str, bytes], threads: int) 
     _WORKER = Extractor(descriptors)
 
 
-def _run_in_worker(jobs: Sequence[Job]) -> list[FileResult]:
+def _run_in_worker(task: list[PackedJobs]) -> list[BatchResult]:
     assert _WORKER is not None, "worker not initialised"
-    return _WORKER.run_batch(jobs)
+    return [_WORKER.run_packed(packed) for packed in task]
 
 
 def _worker_context():
@@ -150,7 +244,10 @@ def _worker_context():
     import multiprocessing
 
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["numpy", "PIL.Image", "lookalike.extraction", "lookalike.descriptors._families"])
+    # cv2 too (JPEG decoding, colour conversions): importing it costs each new worker
+    # ~0.2 s otherwise. The forkserver imports what it can and skips what is missing.
+    ctx.set_forkserver_preload(["numpy", "PIL.Image", "cv2", "lookalike.extraction",
+                                "lookalike.descriptors._families"])
     return ctx
 
 
@@ -160,37 +257,58 @@ def extract(
     workers: int = 1,
     batch_size: int = 64,
 ) -> Iterator[list[FileResult]]:
-    """Yield results batch by batch (in completion order when ``workers > 1``).
+    """Yield one :class:`FileResult` per file, batch by batch (in completion order when
+    ``workers > 1``). See :func:`extract_batches` for the cheaper column form."""
+    for batch in extract_batches(jobs, descriptors, workers=workers, batch_size=batch_size):
+        yield batch.results()
+
+
+def extract_batches(
+    jobs: Sequence[Job],
+    descriptors: dict[str, Descriptor],
+    workers: int = 1,
+    batch_size: int = 64,
+) -> Iterator[BatchResult]:
+    """Yield a :class:`BatchResult` per batch (in completion order when ``workers > 1``).
 
     Workers are separate processes forked from a clean forkserver (safe beside
     FAISS/OpenMP/torch in the parent), each building its own descriptors from spec +
     learned state once.
     Closing the generator early cancels pending batches.
     """
-    batches = [list(jobs[i:i + batch_size]) for i in range(0, len(jobs), batch_size)]
+    batches = [pack_jobs(jobs[i:i + batch_size]) for i in range(0, len(jobs), batch_size)]
     if workers <= 1 or len(batches) <= 1:
         extractor = Extractor(descriptors)
         for batch in batches:
-            yield extractor.run_batch(batch)
+            yield extractor.run_packed(batch)
         return
+    # Cheap descriptors take ~0.1 ms an image: send several batches per task so the
+    # per-task cost of the pool (pickling, pipes, futures, thread wake-ups, all in the
+    # parent, which also commits) stays small against the work.
+    per_task = 1
+    if all(d.cost == "cheap" for d in descriptors.values()):
+        per_task = max(1, CHEAP_TASK_IMAGES // batch_size)
+    tasks = [batches[i:i + per_task] for i in range(0, len(batches), per_task)]
     specs = {k: d.spec for k, d in descriptors.items()}
     states = {k: d.save_state() for k, d in descriptors.items() if d.learned_state()}
     ctx = _worker_context()
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                                initargs=(specs, states, 1))
     pending: set[Future] = set()
-    queue = iter(batches)
+    queue = iter(tasks)
     try:
-        for batch in queue:
-            pending.add(pool.submit(_run_in_worker, batch))
-            if len(pending) >= workers * 2:
+        for task in queue:
+            pending.add(pool.submit(_run_in_worker, task))
+            # Several batches per worker queued: the pool's own thread keeps feeding the
+            # workers while this thread is busy in a SQLite commit (which releases the GIL).
+            if len(pending) >= workers * IN_FLIGHT_PER_WORKER:
                 break
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                yield future.result()
                 nxt = next(queue, None)
-                if nxt is not None:
+                if nxt is not None:  # keep the workers fed before handing a result on
                     pending.add(pool.submit(_run_in_worker, nxt))
+                yield from future.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -57,6 +57,10 @@ class ColorHistogram(Descriptor):
     name = "color"
     cost = "cheap"
     image_mode = "RGB"
+    #: ``_transform_pixels`` also takes ``(H, W)`` gray arrays and describes them exactly
+    #: as their three-channel replication (the extraction pipeline then skips the
+    #: gray -> RGB expansion and the colour conversion).
+    accepts_gray = True
 
     def __init__(self, space: str = "hsv", bins: int = 8, grid: int = 1,
                  norm: str = "hellinger", size: int = 96):
@@ -86,9 +90,29 @@ class ColorHistogram(Descriptor):
     def max_side(self) -> int:
         return self.size
 
+    def _gray_histogram(self, image: np.ndarray) -> np.ndarray:
+        """Joint histogram of a gray image replicated to RGB, from its one channel: in
+        RGB the pixel (v, v, v) lands on the diagonal bin; in HSV it is (0, 0, v)
+        (OpenCV gives hue 0 and saturation 0 when max == min), so only the value bins
+        of hue 0, saturation 0 are filled. Bit-identical to the RGB path."""
+        import cv2
+
+        b = self.bins
+        cells = [image] if self.grid == 1 else [
+            np.ascontiguousarray(image[r, c]) for r, c in grid_cells(*image.shape[:2], self.grid)]
+        target = np.arange(b) * (b * b + b + 1) if self.space == "rgb" else np.arange(b)
+        out = np.zeros((len(cells), b ** 3), dtype=np.float32)
+        for i, cell in enumerate(cells):
+            out[i, target] = cv2.calcHist([cell], [0], None, [b], [0, 256]).ravel()
+        return out.ravel()
+
     def _histogram(self, image: np.ndarray) -> np.ndarray:
         import cv2
 
+        if image.ndim == 2:
+            if self.space != "lab":
+                return self._gray_histogram(image)
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)  # Lab of gray: no shortcut taken
         if self.space == "hsv":
             # OpenCV's 8-bit hue spans 0..179: bin it over [0, 180) directly.
             converted, ranges = cv2.cvtColor(image, cv2.COLOR_RGB2HSV), [0, 180, 0, 256, 0, 256]

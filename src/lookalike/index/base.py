@@ -98,7 +98,9 @@ def prepare_vectors(x: np.ndarray, dim: int, metric: str, what: str) -> np.ndarr
     if x.ndim != 2 or x.shape[1] != dim:
         raise InputError(f"{what}: expected shape (n, {dim}), got {x.shape}")
     x = np.ascontiguousarray(x, dtype=np.float32)
-    if not np.isfinite(x).all():
+    # A finite sum proves every entry finite (one pass); only otherwise look closer
+    # (a sum can also overflow on huge but finite values).
+    if not np.isfinite(x.sum()) and not np.isfinite(x).all():
         raise InputError(f"{what}: vectors contain NaN or infinity")
     if metric == "cosine":
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)

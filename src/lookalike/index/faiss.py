@@ -118,6 +118,8 @@ class FaissIndex:
         # IDSelector, or by over-fetching where FAISS takes no selector) instead of
         # FAISS's remove_ids, which renumbers flat indexes and is missing on HNSW.
         self._id_map = np.zeros(0, dtype=np.int64)
+        self._id_lookup = None  # _id_map plus a trailing -1, built on first search
+        self._trained = False
         faiss = _faiss()
         if self.is_binary:
             if self.dim % 8:
@@ -175,7 +177,11 @@ class FaissIndex:
 
     @property
     def is_trained(self) -> bool:
-        return bool(self._index.is_trained)
+        # Once trained, an index stays trained: remember it (a SWIG call per search
+        # costs more than it looks after FAISS has flushed the caches).
+        if not self._trained:
+            self._trained = bool(self._index.is_trained)
+        return self._trained
 
     @property
     def ids(self) -> np.ndarray:
@@ -229,6 +235,7 @@ class FaissIndex:
             self.train(x)
         self._index.add(x)
         self._id_map = np.concatenate([self._id_map, ids])
+        self._id_lookup = None
 
     def remove(self, ids: Iterable[int]) -> int:
         """Remove ids; returns how many live vectors were removed. Space is reclaimed
@@ -305,22 +312,27 @@ class FaissIndex:
         Returns:
             :class:`SearchResult`: ids ``(n, k) int64`` (-1 padded), distances ascending.
         """
-        unknown = set(knobs) - set(SEARCH_KNOBS)
-        if unknown:
-            raise ConfigError(f"unknown search knobs {sorted(unknown)}; valid: {', '.join(SEARCH_KNOBS)}")
+        if knobs:
+            unknown = set(knobs) - set(SEARCH_KNOBS)
+            if unknown:
+                raise ConfigError(f"unknown search knobs {sorted(unknown)}; valid: {', '.join(SEARCH_KNOBS)}")
         if k < 1:
             raise InputError(f"k must be >= 1, got {k}")
         q = self._prepare(queries, "search")
         n = len(q)
-        empty = SearchResult(np.full((n, k), -1, np.int64), np.full((n, k), np.inf, np.float32))
-        if self._index.ntotal == 0 or n == 0:
-            return empty
+        if len(self._id_map) == 0 or n == 0:  # _id_map has one entry per FAISS vector
+            return self._empty(n, k)
         if not self.is_trained:
             raise NotFittedError(f"index {self.spec!r} is not trained")
+        if allowed_ids is None and not knobs and not self._tombstones:
+            # The common case: no filter, no per-call knobs, nothing removed. Straight
+            # to FAISS (no parameter object), and map its output in place.
+            distances, internal = self._index.search(q, k)
+            return SearchResult(self._lookup_ids(internal), self._to_ascending(distances, internal, copy=False))
         merged = {key: int(v) for key, v in knobs.items()}  # per call; the spec's are built in
         mask = self._internal_mask(allowed_ids)
         if mask is not None and not mask.any():
-            return empty
+            return self._empty(n, k)
         faiss = _faiss()
         sel = keep = None
         if mask is not None and not self.is_binary:
@@ -340,8 +352,19 @@ class FaissIndex:
         else:
             distances, internal = self._index.search(q, k, params=params)
         del keep
-        ids = np.where(internal >= 0, self._id_map[np.maximum(internal, 0)], -1)
-        return SearchResult(ids.astype(np.int64), self._to_ascending(distances, ids))
+        return SearchResult(self._lookup_ids(internal), self._to_ascending(distances, internal, copy=False))
+
+    @staticmethod
+    def _empty(n: int, k: int) -> SearchResult:
+        return SearchResult(np.full((n, k), -1, np.int64), np.full((n, k), np.inf, np.float32))
+
+    def _lookup_ids(self, internal: np.ndarray) -> np.ndarray:
+        """Internal FAISS ids -> our int64 ids, -1 staying -1 (one gather: the lookup
+        table ends with a -1 that internal id -1 indexes)."""
+        lookup = self._id_lookup
+        if lookup is None or len(lookup) != len(self._id_map) + 1:
+            lookup = self._id_lookup = np.append(self._id_map, np.int64(-1))
+        return lookup[internal]
 
     def _search_overfetch(self, q: np.ndarray, k: int, mask: np.ndarray):
         """For indexes that take no selector: fetch more and drop what the mask forbids."""
@@ -386,22 +409,35 @@ class FaissIndex:
             out.append((row_ids[order], row_d[order]))
         return out
 
-    def _to_ascending(self, distances: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        d = distances.astype(np.float32, copy=True)
+    def _to_ascending(self, distances: np.ndarray, ids: np.ndarray, copy: bool = True) -> np.ndarray:
+        """FAISS distances -> ours (ascending, ``inf`` where the id is -1). ``copy=False``
+        works in place on a float32 array the caller owns (FAISS's fresh output)."""
+        d = distances.astype(np.float32, copy=copy)
         if self.metric == "l2":
-            d = np.sqrt(np.maximum(d, 0))
+            np.sqrt(np.maximum(d, 0, out=d), out=d)
         elif self.metric == "cosine":
-            d = 1.0 - d
+            np.subtract(1.0, d, out=d)
         elif self.metric == "ip":
-            d = -d
-        d[ids < 0] = np.inf
+            np.negative(d, out=d)
+        # FAISS pads short rows at their end, so the last column tells whether any
+        # row is short (a scalar test for the common single query).
+        if ids.ndim != 2 or ids.size == 0:
+            d[ids < 0] = np.inf
+            return d
+        last = ids[:, -1]
+        if (last[0] < 0) if len(last) == 1 else (last < 0).any():
+            d[ids < 0] = np.inf
         return d
 
     # -- persistence ------------------------------------------------------------------
     def to_bytes(self, extra: dict | None = None) -> bytes:
+        return bytes(self._to_buffer(extra))
+
+    def _to_buffer(self, extra: dict | None = None) -> bytearray:
+        """The file's bytes in one buffer (the FAISS blob copied once: indexes run to GBs)."""
         faiss = _faiss()
         blob = (faiss.serialize_index_binary(self._index) if self.is_binary
-                else faiss.serialize_index(self._index)).tobytes()
+                else faiss.serialize_index(self._index))
         tomb = np.array(sorted(self._tombstones), dtype=np.int64)
         header = json.dumps({
             "format_version": FORMAT_VERSION, "spec": self.spec,
@@ -409,12 +445,14 @@ class FaissIndex:
             "dim": self.dim, "metric": self.metric, "n_ids": len(self._id_map),
             "n_tombstones": len(tomb), "extra": extra or {},
         }).encode()
-        return b"".join([FILE_MAGIC, struct.pack("<Q", len(header)), header,
-                         self._id_map.astype("<i8").tobytes(), tomb.astype("<i8").tobytes(), blob])
+        out = bytearray(b"".join([FILE_MAGIC, struct.pack("<Q", len(header)), header,
+                                  self._id_map.astype("<i8").tobytes(), tomb.astype("<i8").tobytes()]))
+        out += memoryview(blob)
+        return out
 
     def save(self, path: str | os.PathLike, extra: dict | None = None) -> None:
         """Write atomically (temp file + rename): a crash leaves the old file intact."""
-        atomic_write_bytes(Path(path), self.to_bytes(extra))
+        atomic_write_bytes(Path(path), self._to_buffer(extra))
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "<bytes>") -> tuple["FaissIndex", dict]:
@@ -441,6 +479,8 @@ class FaissIndex:
         offset = start + size
         n_ids, n_tomb = header["n_ids"], header["n_tombstones"]
         self._id_map = np.frombuffer(data, dtype="<i8", count=n_ids, offset=offset).astype(np.int64)
+        self._id_lookup = None
+        self._trained = False
         offset += 8 * n_ids
         self._tombstones = set(np.frombuffer(data, dtype="<i8", count=n_tomb, offset=offset).tolist())
         offset += 8 * n_tomb
