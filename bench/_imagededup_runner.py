@@ -16,7 +16,10 @@ def main() -> None:
     import imagededup
     from imagededup.methods import AHash, DHash, PHash, WHash
 
-    out = {"version": imagededup.__version__, "methods": {}}
+    import multiprocessing
+
+    # imagededup's defaults: num_enc_workers = num_dist_workers = cpu_count() (hashing.py).
+    out = {"version": imagededup.__version__, "processes": multiprocessing.cpu_count(), "methods": {}}
     for cls in (PHash, DHash, WHash, AHash):
         start = time.perf_counter()
         method = cls(verbose=False)

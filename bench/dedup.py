@@ -16,7 +16,13 @@ in a separate venv (BENCH_DEDUP_PYTHON, default /work/bench-dedup-venv/bin/pytho
 Ground truth: each (original, copy) pair. Other images of the same person (LFW) or
 other turntable views of the same object (COIL) are *not* duplicates.
 
+Timing: ours (fresh cache each time, ``--workers`` processes) and the imagededup runner
+(its default ``num_enc_workers = num_dist_workers = cpu_count()`` processes) run
+``--repeats`` times each, interleaved, on the same folder; medians are compared (the
+1-minute load average is recorded with each run: the machine may be shared).
+
     python bench/dedup.py [--originals 1000] [--copies 360] [--calib-originals 1000] [--calib-copies 360]
+                          [--workers 2] [--repeats 3] [--target-precision 0.95]
 """
 from __future__ import annotations
 
@@ -179,7 +185,7 @@ def false_positive_breakdown(pairs, true_pairs, folder: Path) -> dict:
     return {"by_source": dict(kinds), "by_identity": dict(same)}
 
 
-def calibrate_on(folder: Path, cache: Path, true_pairs, workers: int):
+def calibrate_on(folder: Path, cache: Path, true_pairs, workers: int, target_precision: float | None = None):
     """Label every hash-candidate pair of the calibration folder (plus all true pairs)
     and calibrate (``lookalike calibrate`` on the folder)."""
     from lookalike.dedup.calibrate import calibrate
@@ -198,7 +204,7 @@ def calibrate_on(folder: Path, cache: Path, true_pairs, workers: int):
             a, b = sorted(pair)
             fh.write(f"{a},{b},{int(pair in truth)}\n")
     start = time.perf_counter()
-    thresholds, scores = calibrate(table, csv_path, directory=cache)
+    thresholds, scores = calibrate(table, csv_path, target_precision=target_precision, directory=cache)
     scores["seconds"] = round(time.perf_counter() - start, 3)
     return thresholds, scores
 
@@ -225,7 +231,11 @@ def main() -> None:
     parser.add_argument("--calib-copies", type=int, default=360)
     parser.add_argument("--no-cnn-variant", action="store_true", help="skip the cnn_k=5 run (CNN on every file)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2,
+                        help="our scan/verify processes (imagededup uses cpu_count() by default)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved timing runs of ours and imagededup")
+    parser.add_argument("--target-precision", type=float, default=0.95,
+                        help="calibration objective (0 = best F1)")
     parser.add_argument("--keep", action="store_true", help="keep the generated folders")
     args = parser.parse_args()
 
@@ -243,12 +253,25 @@ def main() -> None:
 
         from lookalike.dedup.verify import Thresholds
 
-        thresholds, calib_scores = calibrate_on(work / "calib", work / "calib_cache", calib_pairs, args.workers)
-        result, pairs, seconds = run_ours(work / "test", work / "test_cache", thresholds, args.workers)
-        ours = {"thresholds": thresholds.to_dict(), "calibration": calib_scores, "seconds": seconds,
-                "stats": result.stats, **score(pairs, test_pairs, test_kinds),
+        import statistics
+
+        thresholds, calib_scores = calibrate_on(work / "calib", work / "calib_cache", calib_pairs, args.workers,
+                                                args.target_precision or None)
+        # Timing: ours and the peer alternately, each on a fresh cache / process.
+        runs, peer_runs = [], []
+        for r in range(max(1, args.repeats)):
+            cache = work / f"test_cache_{r}"
+            runs.append(run_ours(work / "test", cache, thresholds, args.workers) + (os.getloadavg()[0],))
+            if r < args.repeats - 1:
+                shutil.rmtree(cache, ignore_errors=True)
+            peer_runs.append((run_peer(work / "test"), os.getloadavg()[0]))
+        result, pairs, seconds, _ = runs[-1]
+        totals = [r[2]["total"] for r in runs]
+        seconds = {**seconds, "total": statistics.median(totals), "total_runs": [round(t, 3) for t in totals],
+                   "load_avg_1min_runs": [round(r[3], 2) for r in runs]}
+        ours = {"thresholds": thresholds.to_dict(), "calibration": calib_scores, "processes": args.workers,
+                "seconds": seconds, "stats": result.stats, **score(pairs, test_pairs, test_kinds),
                 "false_positives": false_positive_breakdown(pairs, test_pairs, work / "test")}
-        # Pair-level (before grouping) on the same candidates: what complete linkage changes.
         # Built-in defaults (fresh cache again: end to end).
         d_result, d_pairs, d_seconds = run_ours(work / "test", work / "test_cache_default", Thresholds(), args.workers)
         ours_default = {"thresholds": Thresholds().to_dict(), "seconds": d_seconds,
@@ -260,22 +283,33 @@ def main() -> None:
             ours_cnn = {"thresholds": t_cnn.to_dict(), "seconds": c_seconds, "stats": c_result.stats,
                         **score(c_pairs, test_pairs, test_kinds)}
 
-        peer = run_peer(work / "test")
+        peer = peer_runs[-1][0]
         peers = {}
         for name, m in peer.get("methods", {}).items():
-            peers[name] = {"seconds": round(m["seconds"], 3), **score([tuple(p) for p in m["pairs"]], test_pairs, test_kinds)}
+            times = [p.get("methods", {}).get(name, {}).get("seconds") for p, _ in peer_runs]
+            times = [t for t in times if t is not None]
+            peers[name] = {"seconds": round(statistics.median(times), 3), "seconds_runs": [round(t, 3) for t in times],
+                           **score([tuple(p) for p in m["pairs"]], test_pairs, test_kinds)}
         best_peer = max(peers, key=lambda k: peers[k]["f1"]) if peers else None
+        fastest_peer = min(peers, key=lambda k: peers[k]["seconds"]) if peers else None
         comparison = {}
         if best_peer:
             comparison = {
-                "best_peer": best_peer,
+                "best_peer": best_peer, "fastest_peer": fastest_peer,
+                "processes_ours": args.workers, "processes_imagededup": peer.get("processes"),
                 "f1_ours": ours["f1"], "f1_best_peer": peers[best_peer]["f1"],
                 "f1_ours_higher": ours["f1"] > peers[best_peer]["f1"],
-                "seconds_ours": round(seconds["total"], 3),
-                "seconds_best_peer": peers[best_peer]["seconds"],
+                "seconds_ours_median": round(seconds["total"], 3),
+                "seconds_best_peer_median": peers[best_peer]["seconds"],
+                "seconds_fastest_peer_median": peers[fastest_peer]["seconds"],
                 "seconds_all_four_peers": round(sum(p["seconds"] for p in peers.values()), 3),
                 "speed_ratio_vs_best_peer": round(peers[best_peer]["seconds"] / seconds["total"], 3),
+                "speed_ratio_vs_fastest_peer": round(peers[fastest_peer]["seconds"] / seconds["total"], 3),
                 "speed_ratio_vs_all_four": round(sum(p["seconds"] for p in peers.values()) / seconds["total"], 3),
+                "speed_ratio_vs_best_peer_per_run": [
+                    round(p.get("methods", {}).get(best_peer, {}).get("seconds", float("nan")) / r[2]["total"], 3)
+                    for r, (p, _) in zip(runs, peer_runs)],
+                "load_avg_1min_peer_runs": [round(l, 2) for _, l in peer_runs],
             }
         emit("dedup", {
             "seed": args.seed, "files": n_files, "originals": len(test_orig), "copies": len(test_pairs),
@@ -283,7 +317,8 @@ def main() -> None:
             "transforms": {k: sum(v == k for v in test_kinds.values()) for k in TRANSFORMS},
             "ours_calibrated": ours, "ours_default_thresholds": ours_default,
             "ours_with_cnn_neighbours": ours_cnn,
-            "imagededup": {"version": peer.get("version"), "error": peer.get("error"), "methods": peers},
+            "imagededup": {"version": peer.get("version"), "error": peer.get("error"),
+                           "processes": peer.get("processes"), "methods": peers},
             "comparison": comparison,
         })
     finally:

@@ -52,12 +52,16 @@ def dedup(
     threshold: Optional[str] = typer.Option(None, "--threshold",
                                             help="override thresholds, e.g. cnn_any=0.92,hash_radius=8"),
     db: Optional[Path] = typer.Option(None, "--db", help="cache collection for a folder (default FOLDER/.lookalike)"),
-    workers: int = typer.Option(1, "--workers", help="extraction processes"),
+    workers: int = typer.Option(0, "--workers", help="processes for the scan and the pair checks (0 = one per CPU)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Find near-duplicate images: exact copies, re-encodes, resizes, crops, flips, rotations."""
+    import os
+
     from .dedup import actions, report
     from .dedup.calibrate import load_thresholds
+
+    workers = workers if workers > 0 else (os.cpu_count() or 1)
     from .dedup.pipeline import check_new, find_duplicates
 
     if undo_journal is not None:

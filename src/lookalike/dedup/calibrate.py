@@ -27,7 +27,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ConfigError, InputError
-from .verify import Thresholds
+from .verify import Thresholds, design_matrix
+
+#: Version of the saved thresholds: 2 = weights over :func:`~lookalike.dedup.verify.design_matrix`
+#: (log distances of trimmed, rotation-aligned correlations); older files are ignored.
+THRESHOLDS_VERSION = 2
 
 THRESHOLDS_FILE = "dedup.json"
 _TRUE = {"1", "true", "yes", "y", "t", "dup", "duplicate"}
@@ -117,7 +121,7 @@ def choose_thresholds(hash_d: np.ndarray, ncc: np.ndarray, grad: np.ndarray, lab
     if target_precision is not None and not 0 < target_precision <= 1:
         raise ConfigError(f"target precision must be in (0, 1], got {target_precision}")
     base = base or Thresholds()
-    x = np.column_stack([np.minimum(np.asarray(hash_d, np.float64), 64), ncc, grad]).astype(np.float64)
+    x = design_matrix(hash_d, ncc, grad)
     mean, std = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-9)
     model = LogisticRegression(C=10.0, max_iter=5000).fit((x - mean) / std, labels)
     w = model.coef_[0] / std
@@ -157,7 +161,7 @@ def save_thresholds(directory: str | os.PathLike, thresholds: Thresholds, scores
     from ..atomic import atomic_write_bytes
 
     path = Path(directory) / THRESHOLDS_FILE
-    payload = {"format_version": 1, "thresholds": thresholds.to_dict(), "calibration": scores,
+    payload = {"format_version": THRESHOLDS_VERSION, "thresholds": thresholds.to_dict(), "calibration": scores,
                "source": source, "created": time.time()}
     atomic_write_bytes(path, json.dumps(payload, indent=2).encode())
     return path
@@ -170,8 +174,12 @@ def load_thresholds(directory: str | os.PathLike) -> Thresholds:
         return Thresholds()
     try:
         payload = json.loads(path.read_text())
+        if payload.get("format_version") != THRESHOLDS_VERSION:
+            # Weights of another feature recipe would mean something else: use the
+            # defaults until ``lookalike calibrate`` runs again.
+            return Thresholds()
         return Thresholds.from_dict(payload["thresholds"])
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(f"{path}: unreadable dedup thresholds ({exc}); delete it or re-run calibrate") from None
 
 

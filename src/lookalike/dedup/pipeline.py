@@ -86,6 +86,8 @@ class Table:
     variants: np.ndarray
     thumbs: np.ndarray
     items: dict[int, dict[str, Any]]
+    #: Optional process pool that pair features are spread over (large batches only).
+    pool: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         self.row = {int(i): r for r, i in enumerate(self.ids.tolist())}
@@ -93,7 +95,7 @@ class Table:
     def features(self, pairs: Sequence[tuple[int, int]]):
         a = np.array([self.row[p[0]] for p in pairs], np.int64)
         b = np.array([self.row[p[1]] for p in pairs], np.int64)
-        return thumbnail_features(self.variants, self.thumbs, a, b)
+        return thumbnail_features(self.variants, self.thumbs, a, b, pool=self.pool)
 
 
 # --------------------------------------------------------------------------- collection
@@ -136,13 +138,47 @@ def prepare_folder(folder: str | os.PathLike, db: str | os.PathLike | None = Non
 
 def list_images(folder: str | os.PathLike, exclude: Sequence[str | os.PathLike] = ()) -> list[Path]:
     """Image files under ``folder``, minus those under ``exclude`` folders."""
-    from ..images import iter_image_files
+    return [Path(p) for p in _resolved_images(folder, exclude)[1]]
+
+
+def _resolved_images(folder: str | os.PathLike, exclude: Sequence[str | os.PathLike] = ()
+                     ) -> tuple[list[Path], list[str]]:
+    """``(listed paths, their resolved paths as strings)`` of the image files under
+    ``folder`` that do not resolve into an ``exclude`` folder. Each directory is resolved
+    once (not each file: a file's real path is its directory's plus its name unless the
+    file itself is a link)."""
+    from ..images import IMAGE_EXTENSIONS
 
     folder = Path(folder).resolve()
     if not folder.is_dir():
         raise InputError(f"{folder}: not a directory")
     skip = [Path(e).resolve() for e in exclude]
-    return [p for p in iter_image_files(folder) if not any(p.resolve().is_relative_to(s) for s in skip)]
+    found = []
+    # As Path.rglob("*") + is_file(): symlinked folders are not entered, symlinked files
+    # count when they point at a file.
+    for dirpath, _, filenames in os.walk(folder):
+        real_dir = None
+        for name in filenames:
+            if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+                continue
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path):
+                if not os.path.isfile(path):
+                    continue
+                real = os.path.realpath(path)
+            else:
+                if real_dir is None:
+                    real_dir = os.path.realpath(dirpath)
+                real = os.path.join(real_dir, name)
+            found.append((path, real))
+    found.sort()
+    listed, resolved = [], []
+    for path, real in found:
+        if skip and any(Path(real).is_relative_to(s) for s in skip):
+            continue
+        listed.append(Path(path))
+        resolved.append(real)
+    return listed, resolved
 
 
 def collection_table(coll, workers: int = 1, progress: bool = False) -> tuple[Table, list[tuple[str, str]]]:
@@ -157,21 +193,18 @@ def collection_table(coll, workers: int = 1, progress: bool = False) -> tuple[Ta
 
 
 def folder_table(folder: str | os.PathLike, cache: str | os.PathLike | None = None, workers: int = 1,
-                 progress: bool = False, exclude: Sequence[str | os.PathLike] = ()
+                 progress: bool = False, exclude: Sequence[str | os.PathLike] = (), pool=None
                  ) -> tuple[Table, list[tuple[str, str]], Path]:
     """The scan table of a folder's images, cached by path, size and mtime.
 
     Returns:
         ``(table, failures, cache_dir)``; ids are row numbers in sorted path order.
     """
-    import io
-
-    from ..atomic import atomic_write_bytes
-    from .scan import SCAN_VERSION, scan_files
+    from .scan import DEDUP_VARIANTS, SCAN_VERSION, THUMB, scan_files
 
     folder = Path(folder).resolve()
     cache = Path(cache).resolve() if cache else folder / CACHE_DIR
-    files = sorted(list_images(folder, [cache] + list(exclude)))
+    listed, resolved = _resolved_images(folder, [cache] + list(exclude))
     cached: dict[str, tuple] = {}
     cache_file = cache / FOLDER_SCAN_FILE
     if cache_file.exists():
@@ -185,40 +218,44 @@ def folder_table(folder: str | os.PathLike, cache: str | os.PathLike | None = No
             cached = {}
     rows: dict[str, tuple] = {}
     todo = []
-    for p in files:
-        key = str(p.resolve())
-        st = p.stat()
+    for p, key in sorted(zip(listed, resolved)):
         hit = cached.get(key)
-        if hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime:
-            rows[key] = hit
-        else:
-            todo.append(key)
+        if hit is not None:
+            st = p.stat()
+            if hit[0] == st.st_size and hit[1] == st.st_mtime:
+                rows[key] = hit
+                continue
+        todo.append(key)
     bar = _bar(progress, len(todo), "scanning")
-    scan = scan_files(todo, workers=workers, progress=bar.advance)
+    scan = scan_files(todo, workers=workers, progress=bar.advance, resolved=True, pool=pool)
     bar.close()
     for r, p in enumerate(scan.paths):
         rows[p] = (int(scan.sizes[r]), float(scan.mtimes[r]), scan.content_hashes[r], int(scan.widths[r]),
                    int(scan.heights[r]), scan.variants[r], scan.thumbs[r])
     paths = sorted(rows)
+    variants = np.stack([rows[p][5] for p in paths]) if paths else np.zeros((0, len(DEDUP_VARIANTS), 8), np.uint8)
+    thumbs = np.stack([rows[p][6] for p in paths]) if paths else np.zeros((0, 3, THUMB, THUMB), np.uint8)
     if todo or len(paths) != len(cached):
         cache.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        from .scan import DEDUP_VARIANTS, THUMB
-
-        np.savez(buffer, version=np.array(SCAN_VERSION), paths=np.array(paths, dtype=str),
-                 sizes=np.array([rows[p][0] for p in paths], np.int64),
-                 mtimes=np.array([rows[p][1] for p in paths], np.float64),
-                 hashes=np.array([rows[p][2] for p in paths], dtype=str),
-                 widths=np.array([rows[p][3] for p in paths], np.int64),
-                 heights=np.array([rows[p][4] for p in paths], np.int64),
-                 variants=np.stack([rows[p][5] for p in paths]) if paths else np.zeros((0, len(DEDUP_VARIANTS), 8), np.uint8),
-                 thumbs=np.stack([rows[p][6] for p in paths]) if paths else np.zeros((0, 3, THUMB, THUMB), np.uint8))
-        atomic_write_bytes(cache_file, buffer.getvalue())
+        # A cache (recomputed when lost): written to a temp file and renamed into place, so
+        # a reader never sees half a file, but not fsync'ed (that cost more than the scan).
+        tmp = cache / f".{FOLDER_SCAN_FILE}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, version=np.array(SCAN_VERSION), paths=np.array(paths, dtype=str),
+                         sizes=np.array([rows[p][0] for p in paths], np.int64),
+                         mtimes=np.array([rows[p][1] for p in paths], np.float64),
+                         hashes=np.array([rows[p][2] for p in paths], dtype=str),
+                         widths=np.array([rows[p][3] for p in paths], np.int64),
+                         heights=np.array([rows[p][4] for p in paths], np.int64),
+                         variants=variants, thumbs=thumbs)
+            os.replace(tmp, cache_file)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
     items = {i: {"path": p, "size": rows[p][0], "mtime": rows[p][1], "content_hash": rows[p][2],
                  "width": rows[p][3], "height": rows[p][4]} for i, p in enumerate(paths)}
-    table = Table(np.arange(len(paths), dtype=np.int64),
-                  np.stack([rows[p][5] for p in paths]) if paths else np.zeros((0, 7, 8), np.uint8),
-                  np.stack([rows[p][6] for p in paths]) if paths else np.zeros((0, 3, 64, 64), np.uint8), items)
+    table = Table(np.arange(len(paths), dtype=np.int64), variants, thumbs, items)
     return table, scan.failures, cache
 
 
@@ -307,8 +344,13 @@ def search_table(table: Table, thresholds: Thresholds, policy: str = "resolution
     for a, b in exact_duplicate_pairs({i: it.get("content_hash") for i, it in table.items.items()}):
         add(ordered(a, b), "exact")
     ra, rb, _ = hash_candidate_pairs(table.variants, thresholds.hash_radius)
-    for a, b in zip(table.ids[ra].tolist(), table.ids[rb].tolist()):
-        add(ordered(a, b), "hash")
+    ia, ib = table.ids[ra], table.ids[rb]
+    for key in zip(np.minimum(ia, ib).tolist(), np.maximum(ia, ib).tolist()):
+        entry = candidates.get(key)
+        if entry is None:
+            candidates[key] = {"sources": {"hash"}}
+        else:
+            entry["sources"].add("hash")
     timings["candidates"] = time.perf_counter() - t
     if vectors is not None and cnn_index is not None and thresholds.cnn_k > 0:
         t = time.perf_counter()
@@ -390,15 +432,24 @@ def find_duplicates_in_folder(folder: str | os.PathLike, cache: str | os.PathLik
     """
     from .calibrate import load_thresholds
 
+    from .scan import _pool
+
     started = time.perf_counter()
-    table, failures, cache_dir = folder_table(folder, cache, workers, progress, exclude)
-    scan_s = time.perf_counter() - started
-    thresholds = thresholds or load_thresholds(cache_dir)
-    vectors = index = None
-    if thresholds.cnn_k > 0 and len(table.ids):
-        vectors = _cnn_vectors({i: it["path"] for i, it in table.items.items()}, workers)
-        index = _VectorIndex(vectors) if vectors else None
-    result = search_table(table, thresholds, policy, vectors, index, skipped=failures)
+    # One pool of worker processes for the scan and the pair features (forked once).
+    pool = _pool(workers) if workers > 1 else None
+    try:
+        table, failures, cache_dir = folder_table(folder, cache, workers, progress, exclude, pool=pool)
+        scan_s = time.perf_counter() - started
+        thresholds = thresholds or load_thresholds(cache_dir)
+        vectors = index = None
+        if thresholds.cnn_k > 0 and len(table.ids):
+            vectors = _cnn_vectors({i: it["path"] for i, it in table.items.items()}, workers)
+            index = _VectorIndex(vectors) if vectors else None
+        table.pool = pool
+        result = search_table(table, thresholds, policy, vectors, index, skipped=failures)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=False)
     result.stats.setdefault("seconds", {})
     result.stats["seconds"]["scan"] = round(scan_s, 4)
     result.stats["seconds"]["total"] = round(time.perf_counter() - started, 4)

@@ -12,12 +12,19 @@ read once (content hash), the image is decoded once to gray, and from those pixe
 * a ``THUMB x THUMB`` (64 px) gray thumbnail of the image and of each centre crop, used by
   :mod:`.verify` for the thumbnail correlation of a candidate pair.
 
-The hash is a DCT hash in the style of pHash (32x32 area-resized thumbnail, 2-D DCT-II,
-the 8x8 lowest frequencies against their median) computed with OpenCV's area resize:
-it is *not* bit-equal to ``imagehash.phash`` (the collection's stored ``phash``
-descriptor is; this one is internal to dedup and never stored as a descriptor). Area
-resizing commutes with flips and quarter turns of a square target, so the five
-orientation variants are cut from one thumbnail instead of resized five times.
+The hash is a DCT hash in the style of pHash (32x32 area-reduced thumbnail, 2-D DCT-II,
+the 8x8 lowest frequencies against their median): it is *not* bit-equal to
+``imagehash.phash`` (the collection's stored ``phash`` descriptor is; this one is
+internal to dedup and never stored as a descriptor). Mirroring the input only flips the
+signs of odd-frequency DCT coefficients and a transpose transposes them, so the hashes of
+the mirror and the three quarter turns come from the image's own 8x8 coefficients with
+no further transform (:func:`variant_hashes`).
+
+Speed: a file is opened, hashed (BLAKE2b) and decoded once; JPEGs decode only their luma
+channel at a reduced DCT scale, PNGs decode straight to gray; thumbnails are made by a
+bilinear resize to 128 px followed by an exact 2x area reduction (OpenCV's area resize is
+slow at fractional factors); the hashes of a chunk of files are computed together, and
+chunks are spread over a process pool (:func:`scan_files` with ``workers > 1``).
 
 Distances are Hamming distances in bits (smaller = more similar).
 """
@@ -42,7 +49,7 @@ HASH_THUMB = 32
 #: image still has >= 64 px for the 64-px thumbnail.
 SCAN_SIDE = 80
 #: Version of the hashing recipe (a cache with another version is recomputed).
-SCAN_VERSION = 3
+SCAN_VERSION = 4
 
 
 @dataclass
@@ -95,35 +102,73 @@ def centre_crop(gray: np.ndarray, fraction: float) -> np.ndarray:
 
 def thumbnails(gray: np.ndarray) -> np.ndarray:
     """``(1 + len(CROP_FRACTIONS), THUMB, THUMB)`` uint8: the image and its centre crops."""
-    return np.stack([_area_thumb(gray)] + [_area_thumb(centre_crop(gray, f)) for f in CROP_FRACTIONS])
+    out = np.empty((1 + len(CROP_FRACTIONS), THUMB, THUMB), np.uint8)
+    _thumbs_into(np.ascontiguousarray(gray), out)
+    return out
+
+
+def _dct_rows(n: int = HASH_THUMB, k: int = 8) -> np.ndarray:
+    """``(k, n)`` float32: the first ``k`` rows of the (unnormalised) DCT-II matrix, as
+    ``scipy.fft.dct`` computes it: ``X_u = 2 sum_i x_i cos(pi u (2 i + 1) / (2 n))``."""
+    u = np.arange(k)[:, None]
+    i = np.arange(n)[None, :]
+    return (2.0 * np.cos(np.pi * u * (2 * i + 1) / (2 * n))).astype(np.float32)
+
+
+_DCT8 = _dct_rows()
+
+
+def _low_dct(thumbs: np.ndarray) -> np.ndarray:
+    """``(m, T, T)`` uint8 thumbnails -> ``(m, 8, 8)`` float32 lowest DCT-II coefficients of
+    their 2 x 2 means (32 x 32)."""
+    import cv2
+
+    m, side = len(thumbs), thumbs.shape[1]
+    flat = np.ascontiguousarray(thumbs, np.float32).reshape(m * side, side)
+    small = cv2.resize(flat, (HASH_THUMB, m * HASH_THUMB), interpolation=cv2.INTER_AREA).reshape(
+        m, HASH_THUMB, HASH_THUMB)
+    return _DCT8 @ small @ _DCT8.T
+
+
+def _bits(coeffs: np.ndarray) -> np.ndarray:
+    """``(m, 8, 8)`` coefficients -> ``(m, 8)`` packed bits (coefficient > their median)."""
+    c = coeffs.reshape(len(coeffs), 64)
+    return np.packbits(c > np.median(c, axis=1, keepdims=True), axis=1)
 
 
 def dct_hash(thumbs: np.ndarray) -> np.ndarray:
     """64-bit DCT hashes of ``(m, 64, 64)`` thumbnails -> ``(m, 8)`` uint8 packed bits
     (2x2 mean to 32x32, then a bit set where an 8x8 low-frequency DCT coefficient
     exceeds their median)."""
-    from scipy.fft import dctn
+    if len(thumbs) == 0:
+        return np.zeros((0, 8), np.uint8)
+    return _bits(_low_dct(thumbs))
 
-    m, side = len(thumbs), thumbs.shape[1]
-    f = side // HASH_THUMB
-    # 2x2 block sums (uint16 is exact and cheaper than a float mean; the scale does not
-    # change which coefficients exceed the median).
-    small = thumbs.reshape(m, HASH_THUMB, f, HASH_THUMB, f).astype(np.uint16).sum(axis=(2, 4), dtype=np.uint16)
-    coeffs = dctn(small.astype(np.float32), axes=(1, 2))[:, :8, :8].reshape(len(thumbs), 64)
-    bits = coeffs > np.median(coeffs, axis=1, keepdims=True)
-    return np.packbits(bits, axis=1)
+
+#: (-1)^u of DCT row u: mirroring the input negates the odd-frequency coefficients.
+_ODD = np.where(np.arange(8) % 2, -1.0, 1.0).astype(np.float32)
 
 
 def variant_hashes(thumbs: np.ndarray) -> np.ndarray:
-    """``(n, V, 8)`` packed hashes of :data:`DEDUP_VARIANTS` from ``(n, 3, T, T)`` thumbnails."""
+    """``(n, V, 8)`` packed hashes of :data:`DEDUP_VARIANTS` from ``(n, 3, T, T)`` thumbnails.
+
+    The mirror and quarter turns need no DCT of their own: reversing the columns of the
+    input multiplies coefficient ``(u, v)`` by ``(-1)^v``, reversing the rows by
+    ``(-1)^u``, and a transpose transposes the coefficients, so the four orientation
+    variants follow from the image's coefficients exactly (only the centre crops are
+    transformed again)."""
     if len(thumbs) == 0:
         return np.zeros((0, len(DEDUP_VARIANTS), 8), np.uint8)
-    base = thumbs[:, 0]
-    stack = np.stack([base, base[:, :, ::-1], np.rot90(base, 1, axes=(1, 2)), np.rot90(base, 2, axes=(1, 2)),
-                      np.rot90(base, 3, axes=(1, 2))] + [thumbs[:, 1 + i] for i in range(len(CROP_FRACTIONS))],
-                     axis=1)                                              # (n, V, T, T)
-    n, v = stack.shape[:2]
-    return dct_hash(np.ascontiguousarray(stack.reshape(n * v, THUMB, THUMB))).reshape(n, v, 8)
+    n = len(thumbs)
+    c = _low_dct(thumbs.reshape(-1, THUMB, THUMB)).reshape(n, thumbs.shape[1], 8, 8)
+    base = c[:, 0]
+    col = _ODD[None, None, :]          # mirror left-right: (-1)^v
+    row = _ODD[None, :, None]          # mirror top-bottom: (-1)^u
+    t = base.transpose(0, 2, 1)
+    # np.rot90(img, 1) = flip rows of the transpose; rot180 = both mirrors; rot270 = flip columns of the transpose.
+    stack = np.stack([base, base * col, t * row, base * row * col, t * col]
+                     + [c[:, 1 + i] for i in range(len(CROP_FRACTIONS))], axis=1)
+    return _bits(stack.reshape(-1, 8, 8)).reshape(n, len(DEDUP_VARIANTS), 8)
 
 
 def variant_thumbs(thumbs: np.ndarray, variant: np.ndarray) -> np.ndarray:
@@ -157,9 +202,10 @@ def decode_gray_small(data: bytes) -> tuple[np.ndarray, int, int]:
     """Gray pixels of encoded bytes at reduced size, plus the original (EXIF-rotated) size.
 
     JPEGs decode straight to gray at the smallest 1/2^k scale keeping both sides
-    >= :data:`SCAN_SIDE` (Pillow draft mode), with no resize after it. Anything unusual
-    (not a plain JPEG/PNG, EXIF rotation, animation, errors) goes through
-    :func:`lookalike.images.load_image`, which also gives the reasons for failures.
+    >= :data:`SCAN_SIDE` (Pillow draft mode), with no resize after it; plain PNGs decode
+    straight to gray with OpenCV. Anything unusual (another format, EXIF rotation,
+    animation, errors) goes through :func:`lookalike.images.load_image`, which also gives
+    the reasons for failures.
     """
     import io
 
@@ -169,77 +215,146 @@ def decode_gray_small(data: bytes) -> tuple[np.ndarray, int, int]:
 
     try:
         img = Image.open(io.BytesIO(data))
-        plain = (img.format in ("JPEG", "PNG") and "exif" not in img.info and getattr(img, "n_frames", 1) == 1
+        fmt = img.format
+        plain = (fmt in ("JPEG", "PNG") and "exif" not in img.info and getattr(img, "n_frames", 1) == 1
                  and 0 < img.width * img.height <= 1 << 26)
         if plain:
             width, height = img.size
-            if img.format == "JPEG":
-                scale = max(1, min(img.width, img.height) // SCAN_SIDE)
-                if scale > 1:
-                    img.draft("L", (img.width // scale, img.height // scale))
-            gray = np.asarray(img.convert("L"), dtype=np.uint8)
-            return gray, width, height
+            if fmt == "PNG":
+                import cv2
+
+                gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+                if gray is not None and gray.shape == (height, width) and gray.dtype == np.uint8:
+                    return gray, width, height
+            else:
+                # Gray straight from the decoder (only the luma channel is decoded), at
+                # 1/2^k scale where the image is large.
+                scale = max(1, min(width, height) // SCAN_SIDE)
+                img.draft("L", (width // scale, height // scale))
+                gray = np.asarray(img if img.mode == "L" else img.convert("L"), dtype=np.uint8)
+                if gray.ndim == 2:
+                    return gray, width, height
     except Exception:  # noqa: BLE001 -- any failure: the careful loader below explains it
         pass
     loaded = load_image(data, mode="L")
     return loaded.pixels, loaded.width, loaded.height
 
 
-def _scan_one(path: str):
-    """``(path, content_hash, size, mtime, width, height, thumbs)`` or ``(path, reason)``."""
+def _fast_thumb(gray: np.ndarray) -> np.ndarray:
+    """A ``THUMB x THUMB`` area-style thumbnail of a small image, fast: OpenCV's area
+    resize is slow for fractional factors but quick for exactly 2x, so a small image
+    (both sides <= 4 THUMB) is first resized bilinearly to 2 THUMB (a factor of at most
+    2, where bilinear loses little) and then halved by area; larger ones take the plain
+    area resize."""
+    import cv2
+
+    if max(gray.shape) > 4 * THUMB:
+        return cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
+    mid = cv2.resize(gray, (2 * THUMB, 2 * THUMB), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(mid, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
+
+
+def _thumbs_into(gray: np.ndarray, out: np.ndarray) -> None:
+    """Write the ``(3, T, T)`` thumbnails (image, centre crops) of ``gray`` into ``out``."""
+    out[0] = _fast_thumb(gray)
+    for i, f in enumerate(CROP_FRACTIONS):
+        out[1 + i] = _fast_thumb(centre_crop(gray, f))
+
+
+def _scan_chunk(paths: Sequence[str]) -> tuple:
+    """Scan a list of files in one go (one worker task).
+
+    Returns:
+        ``(rows, thumbs, variants, failures)``: ``rows`` are ``(path, content_hash,
+        size, mtime, width, height)`` of the readable files, ``thumbs (k, 3, T, T)`` and
+        ``variants (k, V, 8)`` uint8 in the same order, failures ``(path, reason)``.
+    """
+    import hashlib
+
     from ..errors import ImageLoadError
-    from ..extraction import content_hash
+
+    rows, failures = [], []
+    thumbs = np.empty((len(paths), 1 + len(CROP_FRACTIONS), THUMB, THUMB), np.uint8)
+    for path in paths:
+        try:
+            with open(path, "rb") as fh:
+                stat = os.fstat(fh.fileno())
+                data = fh.read()
+            gray, width, height = decode_gray_small(data)
+        except OSError as exc:
+            failures.append((path, f"cannot read: {exc.strerror or exc}"))
+            continue
+        except ImageLoadError as exc:
+            failures.append((path, exc.reason))
+            continue
+        _thumbs_into(gray, thumbs[len(rows)])
+        # BLAKE2b-128 of the bytes, as lookalike.extraction.content_hash.
+        rows.append((path, hashlib.blake2b(data, digest_size=16).hexdigest(), stat.st_size, stat.st_mtime,
+                     width, height))
+    thumbs = thumbs[:len(rows)]
+    return rows, thumbs, variant_hashes(thumbs), failures
+
+
+def _pool(workers: int):
+    """A process pool of ``workers`` (forked where the platform allows: no re-imports)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
     try:
-        data = Path(path).read_bytes()
-        stat = os.stat(path)
-        gray, width, height = decode_gray_small(data)
-    except OSError as exc:
-        return (path, f"cannot read: {exc.strerror or exc}")
-    except ImageLoadError as exc:
-        return (path, exc.reason)
-    return (path, content_hash(data), stat.st_size, stat.st_mtime, width, height, thumbnails(gray))
-
-
-def _scan_chunk(paths: Sequence[str]) -> list:
-    return [_scan_one(p) for p in paths]
+        ctx = multiprocessing.get_context("fork")
+    except ValueError:
+        ctx = None
+    # No per-worker OpenCV settings: changing OpenCV's thread pool in a forked child can
+    # block on the parent's threads, which the child does not have.
+    return ProcessPoolExecutor(workers, mp_context=ctx)
 
 
 def scan_files(paths: Sequence[str | os.PathLike], workers: int = 1,
-               progress: Callable[[int], None] | None = None, chunk: int = 64) -> ScanResult:
+               progress: Callable[[int], None] | None = None, chunk: int = 48,
+               resolved: bool = False, pool=None) -> ScanResult:
     """Read, hash and thumbnail files (one reduced-size decode each).
 
     Args:
         paths: image files.
         workers: processes (``> 1`` splits the files in chunks over a process pool).
         progress: called with the number of files finished after each chunk.
+        resolved: the paths are already absolute and resolved (skip resolving them).
+        pool: a process pool to use (with ``workers`` its size) instead of a new one.
 
     Returns:
         :class:`ScanResult`; unreadable files are listed in ``failures`` with the reason.
     """
-    paths = [str(Path(p).resolve()) for p in paths]
+    paths = [str(p) for p in paths] if resolved else [str(Path(p).resolve()) for p in paths]
+    if workers > 1:
+        # About four chunks per worker at least, so the work spreads evenly.
+        chunk = max(8, min(chunk, -(-len(paths) // (4 * workers))))
     chunks = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
-    rows: list = []
+    parts: list = []
     if workers > 1 and len(chunks) > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(workers) as pool:
+        own = pool is None
+        pool = _pool(min(workers, len(chunks))) if own else pool
+        try:
             for part in pool.map(_scan_chunk, chunks):
-                rows.extend(part)
+                parts.append(part)
                 if progress is not None:
-                    progress(len(part))
+                    progress(len(part[0]) + len(part[3]))
+        finally:
+            if own:
+                pool.shutdown()
     else:
         for c in chunks:
             part = _scan_chunk(c)
-            rows.extend(part)
+            parts.append(part)
             if progress is not None:
-                progress(len(part))
-    ok = [r for r in rows if len(r) == 7]
-    failures = [(r[0], r[1]) for r in rows if len(r) == 2]
+                progress(len(part[0]) + len(part[3]))
+    rows = [r for part in parts for r in part[0]]
+    failures = [f for part in parts for f in part[3]]
     n_thumb = 1 + len(CROP_FRACTIONS)
-    thumbs = np.stack([r[6] for r in ok]) if ok else np.zeros((0, n_thumb, THUMB, THUMB), np.uint8)
-    return ScanResult(paths=[r[0] for r in ok], content_hashes=[r[1] for r in ok],
-                      sizes=np.array([r[2] for r in ok], np.int64), mtimes=np.array([r[3] for r in ok], np.float64),
-                      widths=np.array([r[4] for r in ok], np.int64), heights=np.array([r[5] for r in ok], np.int64),
-                      variants=variant_hashes(thumbs) if ok else np.zeros((0, len(DEDUP_VARIANTS), 8), np.uint8),
-                      thumbs=thumbs, failures=failures)
+    thumbs = (np.concatenate([part[1] for part in parts]) if rows
+              else np.zeros((0, n_thumb, THUMB, THUMB), np.uint8))
+    variants = (np.concatenate([part[2] for part in parts]) if rows
+                else np.zeros((0, len(DEDUP_VARIANTS), 8), np.uint8))
+    return ScanResult(paths=[r[0] for r in rows], content_hashes=[r[1] for r in rows],
+                      sizes=np.array([r[2] for r in rows], np.int64), mtimes=np.array([r[3] for r in rows], np.float64),
+                      widths=np.array([r[4] for r in rows], np.int64), heights=np.array([r[5] for r in rows], np.int64),
+                      variants=variants, thumbs=thumbs, failures=failures)
