@@ -142,9 +142,9 @@ def list_images(folder: str | os.PathLike, exclude: Sequence[str | os.PathLike] 
 
 
 def _resolved_images(folder: str | os.PathLike, exclude: Sequence[str | os.PathLike] = ()
-                     ) -> tuple[list[Path], list[str]]:
-    """``(listed paths, their resolved paths as strings)`` of the image files under
-    ``folder`` that do not resolve into an ``exclude`` folder. Each directory is resolved
+                     ) -> tuple[list[str], list[str]]:
+    """``(listed paths, their resolved paths)`` (strings, in listed-path order) of the
+    image files under ``folder`` that do not resolve into an ``exclude`` folder. Each directory is resolved
     once (not each file: a file's real path is its directory's plus its name unless the
     file itself is a link)."""
     from ..images import IMAGE_EXTENSIONS
@@ -152,7 +152,11 @@ def _resolved_images(folder: str | os.PathLike, exclude: Sequence[str | os.PathL
     folder = Path(folder).resolve()
     if not folder.is_dir():
         raise InputError(f"{folder}: not a directory")
-    skip = [Path(e).resolve() for e in exclude]
+    # Resolved folder prefixes: a string test per file (as Path.is_relative_to, which
+    # compares whole components of these absolute, normalised paths, without building a
+    # Path per file).
+    skip = [str(Path(e).resolve()) for e in exclude]
+    skip = [(s, s.rstrip(os.sep) + os.sep) for s in skip]
     found = []
     # As Path.rglob("*") + is_file(): symlinked folders are not entered, symlinked files
     # count when they point at a file.
@@ -174,9 +178,9 @@ def _resolved_images(folder: str | os.PathLike, exclude: Sequence[str | os.PathL
     found.sort()
     listed, resolved = [], []
     for path, real in found:
-        if skip and any(Path(real).is_relative_to(s) for s in skip):
+        if skip and any(real == s or real.startswith(pre) for s, pre in skip):
             continue
-        listed.append(Path(path))
+        listed.append(path)
         resolved.append(real)
     return listed, resolved
 
@@ -209,19 +213,23 @@ def folder_table(folder: str | os.PathLike, cache: str | os.PathLike | None = No
     cache_file = cache / FOLDER_SCAN_FILE
     if cache_file.exists():
         try:
-            data = np.load(cache_file, allow_pickle=False)
-            if int(data["version"]) == SCAN_VERSION:
+            with np.load(cache_file, allow_pickle=False) as npz:
+                # Each array read once (an NpzFile re-reads a member on every access).
+                data = {k: npz[k] for k in npz.files} if int(npz["version"]) == SCAN_VERSION else None
+            if data is not None:
+                sizes, mtimes, hashes = data["sizes"].tolist(), data["mtimes"].tolist(), data["hashes"].tolist()
+                widths, heights = data["widths"].tolist(), data["heights"].tolist()
                 for r, p in enumerate(data["paths"].tolist()):
-                    cached[p] = (int(data["sizes"][r]), float(data["mtimes"][r]), str(data["hashes"][r]),
-                                 int(data["widths"][r]), int(data["heights"][r]), data["variants"][r], data["thumbs"][r])
+                    cached[p] = (int(sizes[r]), float(mtimes[r]), str(hashes[r]),
+                                 int(widths[r]), int(heights[r]), data["variants"][r], data["thumbs"][r])
         except (OSError, ValueError, KeyError):
             cached = {}
     rows: dict[str, tuple] = {}
     todo = []
-    for p, key in sorted(zip(listed, resolved)):
+    for p, key in zip(listed, resolved):
         hit = cached.get(key)
         if hit is not None:
-            st = p.stat()
+            st = os.stat(p)
             if hit[0] == st.st_size and hit[1] == st.st_mtime:
                 rows[key] = hit
                 continue
@@ -415,6 +423,17 @@ class _VectorIndex:
         return SimpleNamespace(ids=np.where(rows >= 0, self.ids[rows], -1), distances=1.0 - sims)
 
 
+def _preload_decoders() -> None:
+    """Import what a scan worker uses (OpenCV, Pillow's JPEG and PNG plugins, the image
+    loader) in this process, so forked workers inherit the modules."""
+    import cv2  # noqa: F401
+    from PIL import Image, JpegImagePlugin, PngImagePlugin  # noqa: F401
+
+    from .. import images  # noqa: F401
+
+    Image.preinit()
+
+
 def find_duplicates_in_folder(folder: str | os.PathLike, cache: str | os.PathLike | None = None,
                               thresholds: Thresholds | None = None, policy: str = "resolution",
                               workers: int = 1, progress: bool = False,
@@ -435,6 +454,10 @@ def find_duplicates_in_folder(folder: str | os.PathLike, cache: str | os.PathLik
     from .scan import _pool
 
     started = time.perf_counter()
+    if workers > 1:
+        # The decoders' modules are imported once here, before the workers fork, instead
+        # of once in every worker.
+        _preload_decoders()
     # One pool of worker processes for the scan and the pair features (forked once).
     pool = _pool(workers) if workers > 1 else None
     try:
