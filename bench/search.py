@@ -32,8 +32,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
-    import faiss
-
     from lookalike import Collection
     from lookalike.index import set_faiss_threads
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from lookalike.dedup import scan as S
 from lookalike.dedup.calibrate import load_thresholds
@@ -76,7 +75,8 @@ def test_parallel_scan_equals_serial(tmp_path):
 
     rng = np.random.default_rng(4)
     paths = []
-    for i, g in enumerate(_smooth(rng, 6, side=150)):
+    # 17 paths: more than one chunk of 8, so the pool really runs.
+    for i, g in enumerate(_smooth(rng, 16, side=150)):
         p = tmp_path / f"im{i}.{'png' if i % 2 else 'jpg'}"
         Image.fromarray(g).convert("RGB").save(p)
         paths.append(p)
@@ -84,7 +84,7 @@ def test_parallel_scan_equals_serial(tmp_path):
     paths.append(tmp_path / "broken.jpg")
     one = S.scan_files(paths, workers=1)
     two = S.scan_files(paths, workers=2, chunk=2)
-    assert one.paths == two.paths and len(one) == 6
+    assert one.paths == two.paths and len(one) == 16
     assert (one.thumbs == two.thumbs).all() and (one.variants == two.variants).all()
     assert one.content_hashes == two.content_hashes
     assert [f[0] for f in one.failures] == [f[0] for f in two.failures] == [str((tmp_path / "broken.jpg").resolve())]

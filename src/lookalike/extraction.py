@@ -134,10 +134,6 @@ class Extractor:
             self._sides[keys] = None if any(s is None for s in sides) else max(sides)
         return self._sides[keys]
 
-    def run_batch(self, jobs: Sequence[Job]) -> list[FileResult]:
-        """One :class:`FileResult` per job (see :meth:`run_packed` for the column form)."""
-        return self.run_packed(pack_jobs(jobs)).results()
-
     def run_packed(self, packed: PackedJobs) -> BatchResult:
         """Read, hash, decode and describe one batch of files."""
         started = time.process_time()

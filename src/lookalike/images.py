@@ -118,9 +118,13 @@ def _from_array(array: np.ndarray, name: str) -> Image.Image:
     return Image.fromarray(array)
 
 
+#: 16/32-bit integer gray modes (scaled to 8 bits by :func:`_to_mode`).
+_WIDE_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
 def _to_mode(img: Image.Image, mode: str) -> Image.Image:
     """Convert any Pillow mode to RGB or L, compositing alpha on white."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+    if img.mode in _WIDE_GRAY_MODES:
         # 16/32-bit gray: scale to 8 bits by the type's range rather than clipping.
         arr = np.asarray(img, dtype=np.float64)
         top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
@@ -144,7 +148,7 @@ def _to_mode(img: Image.Image, mode: str) -> Image.Image:
 
 
 #: Pillow modes that hold one gray channel (converted to ``L`` by :func:`_to_mode`).
-GRAY_MODES = frozenset({"L", "1", "I", "F", "I;16", "I;16B", "I;16L", "I;16N"})
+GRAY_MODES = frozenset({"L", "1", "F", *_WIDE_GRAY_MODES})
 
 
 # -- a fast path for plain JPEG bytes ----------------------------------------------------
@@ -219,13 +223,8 @@ def _load_plain_jpeg(data: bytes, mode: str, max_side: int | None, keep_gray: bo
         return None
     if not gray and not hasattr(cv2, "IMREAD_COLOR_RGB"):
         pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
-    if max_side is not None and max(expected) > max_side:
-        # Pillow's resize, as on the Pillow path (a gray array is wrapped without a copy).
-        img = Image.frombuffer("L", (expected[1], expected[0]), pixels, "raw", "L", 0, 1) if gray \
-            else Image.fromarray(pixels)
-        factor = max_side / max(img.size)
-        new_size = (max(1, round(img.width * factor)), max(1, round(img.height * factor)))
-        pixels = np.asarray(img.resize(new_size, Image.BILINEAR, reducing_gap=2.0))
+    # Pillow's resize, as on the Pillow path (only a resize: the mode already matches).
+    pixels = adapt_pixels(pixels, "L" if gray else "RGB", max_side)
     if gray and mode == "RGB" and not keep_gray:
         pixels = cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
     return LoadedImage(pixels=pixels, width=width, height=height, source="<bytes>")

@@ -17,6 +17,7 @@ images.
 """
 from __future__ import annotations
 
+import io
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..atomic import atomic_write_bytes
 from ..errors import InputError
 from .candidates import ScanStore, exact_duplicate_pairs, hash_candidate_pairs, ordered, range_search
 from .groups import Group, build_groups, linked_groups
@@ -245,22 +247,16 @@ def folder_table(folder: str | os.PathLike, cache: str | os.PathLike | None = No
     thumbs = np.stack([rows[p][6] for p in paths]) if paths else np.zeros((0, 3, THUMB, THUMB), np.uint8)
     if todo or len(paths) != len(cached):
         cache.mkdir(parents=True, exist_ok=True)
-        # A cache (recomputed when lost): written to a temp file and renamed into place, so
-        # a reader never sees half a file, but not fsync'ed (that cost more than the scan).
-        tmp = cache / f".{FOLDER_SCAN_FILE}.{os.getpid()}.tmp"
-        try:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, version=np.array(SCAN_VERSION), paths=np.array(paths, dtype=str),
-                         sizes=np.array([rows[p][0] for p in paths], np.int64),
-                         mtimes=np.array([rows[p][1] for p in paths], np.float64),
-                         hashes=np.array([rows[p][2] for p in paths], dtype=str),
-                         widths=np.array([rows[p][3] for p in paths], np.int64),
-                         heights=np.array([rows[p][4] for p in paths], np.int64),
-                         variants=variants, thumbs=thumbs)
-            os.replace(tmp, cache_file)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        # A cache (recomputed when lost): atomic, but not fsync'ed (that cost more than the scan).
+        buf = io.BytesIO()
+        np.savez(buf, version=np.array(SCAN_VERSION), paths=np.array(paths, dtype=str),
+                 sizes=np.array([rows[p][0] for p in paths], np.int64),
+                 mtimes=np.array([rows[p][1] for p in paths], np.float64),
+                 hashes=np.array([rows[p][2] for p in paths], dtype=str),
+                 widths=np.array([rows[p][3] for p in paths], np.int64),
+                 heights=np.array([rows[p][4] for p in paths], np.int64),
+                 variants=variants, thumbs=thumbs)
+        atomic_write_bytes(cache_file, buf.getvalue(), fsync=False)
     items = {i: {"path": p, "size": rows[p][0], "mtime": rows[p][1], "content_hash": rows[p][2],
                  "width": rows[p][3], "height": rows[p][4]} for i, p in enumerate(paths)}
     table = Table(np.arange(len(paths), dtype=np.int64), variants, thumbs, items)

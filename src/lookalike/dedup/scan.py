@@ -87,12 +87,6 @@ class ScanResult:
 
 
 # ------------------------------------------------------------------------- hashing
-def _area_thumb(gray: np.ndarray, side: int = THUMB) -> np.ndarray:
-    import cv2
-
-    return cv2.resize(gray, (side, side), interpolation=cv2.INTER_AREA)
-
-
 def centre_crop(gray: np.ndarray, fraction: float) -> np.ndarray:
     """The central ``fraction`` of each side of ``(H, W)`` pixels (at least 1 px)."""
     h, w = gray.shape[:2]
@@ -193,7 +187,7 @@ def variant_thumbs(thumbs: np.ndarray, variant: np.ndarray) -> np.ndarray:
 
 def gray_pixels_variants(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(variants (V, 8), thumbs (3, T, T))`` of one ``(H, W)`` uint8 gray image."""
-    th = thumbnails(np.ascontiguousarray(gray))[None]
+    th = thumbnails(gray)[None]
     return variant_hashes(th)[0], th[0]
 
 
@@ -269,9 +263,8 @@ def _scan_chunk(paths: Sequence[str]) -> tuple:
         size, mtime, width, height)`` of the readable files, ``thumbs (k, 3, T, T)`` and
         ``variants (k, V, 8)`` uint8 in the same order, failures ``(path, reason)``.
     """
-    import hashlib
-
     from ..errors import ImageLoadError
+    from ..extraction import content_hash
 
     rows, failures = [], []
     thumbs = np.empty((len(paths), 1 + len(CROP_FRACTIONS), THUMB, THUMB), np.uint8)
@@ -288,8 +281,7 @@ def _scan_chunk(paths: Sequence[str]) -> tuple:
             failures.append((path, exc.reason))
             continue
         _thumbs_into(gray, thumbs[len(rows)])
-        # BLAKE2b-128 of the bytes, as lookalike.extraction.content_hash.
-        rows.append((path, hashlib.blake2b(data, digest_size=16).hexdigest(), stat.st_size, stat.st_mtime,
+        rows.append((path, content_hash(data), stat.st_size, stat.st_mtime,
                      width, height))
     thumbs = thumbs[:len(rows)]
     return rows, thumbs, variant_hashes(thumbs), failures

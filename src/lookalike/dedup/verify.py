@@ -212,7 +212,7 @@ def trimmed_correlation(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = Non
     ``keep = 64``). Ignoring the worst blocks makes a caption or a logo over part of a
     copy cost little, while a different image differs everywhere.
     """
-    m, t = x.shape[0], x.shape[1]
+    t = x.shape[1]
     d = _normalise(x, w) - _normalise(y, w)
     d *= d
     if w is not None:
@@ -349,8 +349,8 @@ def _aligned_correlations(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.
     todo = np.nonzero(grad < 0.995)[0]
     if len(todo):
         theta = estimate_rotation(x[todo], y[todo])
-        turn = todo[np.abs(theta) >= np.deg2rad(0.5)]
-        theta = theta[np.abs(theta) >= np.deg2rad(0.5)]
+        big = np.abs(theta) >= np.deg2rad(0.5)
+        turn, theta = todo[big], theta[big]
         if len(turn):
             disk = _grid(x.shape[1])[2]
             xr = rotate_thumbs(x[turn], theta)

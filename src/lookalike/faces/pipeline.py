@@ -17,7 +17,8 @@ from .detect import FaceDetector
 from .embed import FaceEmbedder
 
 SELECT_POLICIES = ("largest", "center", "best")
-FALLBACKS = ("none", "whole", "center")  # single steps; chains join steps with "+"
+#: Fallback steps that place a box instead of detecting; only last in a chain.
+BOX_STEPS = ("whole", "center")
 FALLBACK_STEPS = ("u<N>", "cnn", "whole", "center")
 #: The no-face chain measured best on LFW (HOG upsample 1 finds no face in 57 of the
 #: 7,701 View 2 images): HOG again at upsample 2, then dlib's CNN detector, then the
@@ -42,11 +43,11 @@ def parse_fallback(fallback: str) -> tuple[str, ...]:
         return ()
     steps = tuple(t.strip() for t in text.split("+"))
     for i, step in enumerate(steps):
-        ok = step in ("cnn", "whole", "center") or (step.startswith("u") and step[1:].isdigit())
+        ok = step == "cnn" or step in BOX_STEPS or (step.startswith("u") and step[1:].isdigit())
         if not ok:
             raise ConfigError(f"unknown no-face fallback step {step!r} in {fallback!r}; valid: none, "
                               f"or steps joined by '+': {', '.join(FALLBACK_STEPS)} (e.g. {LFW_FALLBACK!r})")
-        if step in ("whole", "center") and i != len(steps) - 1:
+        if step in BOX_STEPS and i != len(steps) - 1:
             raise ConfigError(f"fallback {fallback!r}: {step!r} always yields a box, so it must be the last step")
     return steps
 
@@ -230,7 +231,7 @@ class FacePipeline:
         for step in self._fallback_steps:  # only while nothing has been found
             if faces:
                 break
-            if step in ("whole", "center"):
+            if step in BOX_STEPS:
                 height, width = pixels.shape[:2]
                 box = self.fallback_box(width, height, kind=step)
                 faces = [Face(box, float("nan"), self.aligner.landmarks(pixels, box), origin=f"fallback:{step}")]

@@ -38,6 +38,21 @@ class SearchResult:
         return len(self.ids)
 
 
+def int_param(params: dict[str, str], key: str, default: int | None) -> int | None:
+    """Integer ``key`` of a parsed index spec, or ``default`` when absent."""
+    if key not in params:
+        return default
+    try:
+        return int(params[key])
+    except ValueError:
+        raise ConfigError(f"index parameter {key}={params[key]!r} is not an integer") from None
+
+
+def default_nlist(n_hint: int) -> int:
+    """IVF list count when the spec names none: ~4 sqrt(n), capped at 65536."""
+    return max(1, min(65536, int(4 * np.sqrt(max(n_hint, 1)))))
+
+
 def parse_index_spec(spec: str) -> tuple[str, dict[str, str]]:
     """``"hnsw:M=32,efSearch=64"`` -> ``("hnsw", {"M": "32", "efSearch": "64"})``;
     ``"faiss:IVF256,PQ16"`` -> ``("faiss", {"factory": "IVF256,PQ16"})`` (passed through)."""
@@ -74,7 +89,7 @@ def resolve_auto_spec(n_vectors: int, dim: int, metric: str) -> tuple[str, str]:
     if n_vectors <= AUTO_COMPRESS_LIMIT:
         return ("hnsw:M=32,efConstruction=80,efSearch=96",
                 f"{n_vectors} vectors > {AUTO_EXACT_LIMIT}: HNSW graph (recall ~0.95+ at efSearch=96)")
-    nlist = int(min(65536, 4 * np.sqrt(n_vectors)))
+    nlist = default_nlist(n_vectors)
     m = next(m for m in (64, 48, 32, 16, 8, 4, 2, 1) if dim % m == 0 and m <= dim // 2 or m == 1)
     return (f"ivfpqfs:nlist={nlist},m={m},nprobe=32",
             f"{n_vectors} vectors > {AUTO_COMPRESS_LIMIT}: IVF with 4-bit fast-scan PQ and exact re-ranking")

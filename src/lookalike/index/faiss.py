@@ -16,7 +16,8 @@ import numpy as np
 
 from ..atomic import atomic_write_bytes
 from ..errors import CollectionError, ConfigError, InputError, NotFittedError
-from .base import SearchResult, parse_index_spec, resolve_auto_spec, prepare_vectors
+from .base import (SearchResult, default_nlist, int_param, parse_index_spec, prepare_vectors,
+                   resolve_auto_spec)
 
 FILE_MAGIC = b"LKIDX\x01"
 FORMAT_VERSION = 1
@@ -38,30 +39,21 @@ def set_faiss_threads(n: int) -> None:
     _faiss().omp_set_num_threads(int(n))
 
 
-def _int(params: dict[str, str], key: str, default: int | None) -> int | None:
-    if key not in params:
-        return default
-    try:
-        return int(params[key])
-    except ValueError:
-        raise ConfigError(f"index parameter {key}={params[key]!r} is not an integer") from None
-
-
 def _factory_string(kind: str, params: dict[str, str], dim: int, n_hint: int) -> str:
     """Our short specs expressed as FAISS factory strings (trained lazily where needed)."""
-    nlist = _int(params, "nlist", None) or max(1, min(65536, int(4 * np.sqrt(max(n_hint, 1)))))
+    nlist = int_param(params, "nlist", None) or default_nlist(n_hint)
     if kind == "flat":
         return "Flat"
     if kind == "hnsw":
-        return f"HNSW{_int(params, 'M', 32)}"
+        return f"HNSW{int_param(params, 'M', 32)}"
     if kind == "ivf":
         return f"IVF{nlist},Flat"
-    m = _int(params, "m", None)
+    m = int_param(params, "m", None)
     if m is None:
         m = next(c for c in (64, 32, 16, 8, 4, 2, 1) if dim % c == 0 and c <= max(1, dim // 4))
     if dim % m:
         raise ConfigError(f"PQ needs m dividing dim: m={m}, dim={dim}")
-    nbits = _int(params, "nbits", 8)
+    nbits = int_param(params, "nbits", 8)
     if kind == "pq":
         return f"PQ{m}x{nbits}np"
     if kind == "ivfpq":
@@ -130,13 +122,13 @@ class FaissIndex:
             if kind == "flat":
                 return faiss.IndexBinaryFlat(self.dim)
             if kind == "hnsw":
-                return faiss.IndexBinaryHNSW(self.dim, _int(self.params, "M", 16))
+                return faiss.IndexBinaryHNSW(self.dim, int_param(self.params, "M", 16))
             if kind == "ivf":
-                nlist = _int(self.params, "nlist", max(1, int(4 * np.sqrt(max(n_hint, 1)))))
+                nlist = int_param(self.params, "nlist", None) or default_nlist(n_hint)
                 quantizer = faiss.IndexBinaryFlat(self.dim)
                 index = faiss.IndexBinaryIVF(quantizer, self.dim, nlist)
                 index._quantizer = quantizer
-                index.nprobe = _int(self.params, "nprobe", 8)
+                index.nprobe = int_param(self.params, "nprobe", 8)
                 return index
             raise ConfigError(f"binary kind must be flat, hnsw or ivf, not {kind!r}")
         factory = self.params["factory"] if self.kind == "faiss" else _factory_string(
@@ -147,8 +139,8 @@ class FaissIndex:
         except RuntimeError as exc:
             raise ConfigError(f"FAISS cannot build {factory!r}: {str(exc).splitlines()[0]}") from None
         if self.kind == "hnsw":
-            index.hnsw.efConstruction = _int(self.params, "efConstruction", 80)
-            index.hnsw.efSearch = _int(self.params, "efSearch", 64)
+            index.hnsw.efConstruction = int_param(self.params, "efConstruction", 80)
+            index.hnsw.efSearch = int_param(self.params, "efSearch", 64)
         # The spec's search knobs become the index's own settings (FAISS serialises
         # them), so a search without per-call knobs needs no parameter object at all.
         for key, value in self.knobs.items():
@@ -421,7 +413,7 @@ class FaissIndex:
             np.negative(d, out=d)
         # FAISS pads short rows at their end, so the last column tells whether any
         # row is short (a scalar test for the common single query).
-        if ids.ndim != 2 or ids.size == 0:
+        if ids.size == 0:
             d[ids < 0] = np.inf
             return d
         last = ids[:, -1]

@@ -40,7 +40,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..errors import CollectionError, ConfigError, InputError, MissingDependencyError
-from .base import AUTO_EXACT_LIMIT, SearchResult, prepare_vectors
+from .base import AUTO_EXACT_LIMIT, SearchResult, default_nlist, int_param, prepare_vectors
 
 POINTER_FORMAT = "lookalike-milvus-index"
 FORMAT_VERSION = 1
@@ -113,15 +113,6 @@ def is_milvus_pointer(path: str | os.PathLike) -> bool:
     return head.lstrip().startswith(b"{") and POINTER_FORMAT.encode() in head
 
 
-def _int(params: dict[str, str], key: str, default: int | None) -> int | None:
-    if key not in params:
-        return default
-    try:
-        return int(params[key])
-    except ValueError:
-        raise ConfigError(f"index parameter {key}={params[key]!r} is not an integer") from None
-
-
 def _is_local(uri: str) -> bool:
     return not uri.lower().startswith(_REMOTE)
 
@@ -180,7 +171,7 @@ class MilvusIndex:
             raise ConfigError(f"Milvus collection name {self.collection!r} must be letters, digits and "
                               "underscores, starting with a letter or underscore")
         self.db_name = self.params.get("db", "")
-        self.shard = int(shard) if shard is not None else _int(self.params, "shard", None)
+        self.shard = int(shard) if shard is not None else int_param(self.params, "shard", None)
 
         kind = self.params.get("index", "auto").lower()
         if kind == "auto":
@@ -194,10 +185,10 @@ class MilvusIndex:
         self.index_type = table[kind]
         self.build_params: dict[str, int] = {}
         if kind == "hnsw":
-            self.build_params = {"M": _int(self.params, "M", 32),
-                                 "efConstruction": _int(self.params, "efConstruction", 80)}
+            self.build_params = {"M": int_param(self.params, "M", 32),
+                                 "efConstruction": int_param(self.params, "efConstruction", 80)}
         elif kind == "ivf":
-            nlist = _int(self.params, "nlist", None) or max(1, min(65536, int(4 * np.sqrt(max(n_hint, 1)))))
+            nlist = int_param(self.params, "nlist", None) or default_nlist(n_hint)
             self.build_params = {"nlist": nlist}
         self.knobs = self._search_knobs({k: v for k, v in self.params.items() if k in SEARCH_KNOBS})
         self._client = self._connect()
