@@ -42,19 +42,22 @@ def test_fast_jpeg_decoding_equals_pillow(shared_data, tmp_path):
     for path in _jpegs(shared_data) + extra:
         data = path.read_bytes()
         for mode in ("RGB", "L"):
-            for side in (None, 32, 96, 256):
+            # (max_side, draft_side): draft_side None = max_side; (192, 96) is the
+            # colour histogram's request (decode small, resize only beyond 192 px).
+            for side, draft in ((None, None), (32, None), (96, None), (256, None), (192, 96)):
                 for keep_gray in (False, True):
+                    args = dict(mode=mode, max_side=side, keep_gray=keep_gray, draft_side=draft)
                     try:
-                        want = load_image(path, mode=mode, max_side=side, keep_gray=keep_gray)
+                        want = load_image(path, **args)
                     except ImageLoadError:
                         with pytest.raises(ImageLoadError):
-                            load_image(data, mode=mode, max_side=side, keep_gray=keep_gray)
+                            load_image(data, **args)
                         continue
-                    got = load_image(data, mode=mode, max_side=side, keep_gray=keep_gray)
-                    fast += _load_plain_jpeg(data, mode, side, keep_gray) is not None
+                    got = load_image(data, **args)
+                    fast += _load_plain_jpeg(data, mode, side, keep_gray, draft) is not None
                     assert (got.width, got.height) == (want.width, want.height)
                     assert got.pixels.dtype == np.uint8 and np.array_equal(got.pixels, want.pixels), \
-                        (path.name, mode, side, keep_gray)
+                        (path.name, mode, side, draft, keep_gray)
     assert fast > 100  # the shortcut was really taken
 
 

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .cli_options import parse_key_values
 from .errors import ConfigError
 
 console = Console()
@@ -24,13 +25,7 @@ err_console = Console(stderr=True)
 def _parse_options(pairs: List[str]) -> dict:
     from .evaluation.runner import parse_option_value
 
-    options = {}
-    for pair in pairs:
-        key, eq, value = pair.partition("=")
-        if not eq or not key.strip():
-            raise ConfigError(f"--option takes key=value, got {pair!r}")
-        options[key.strip()] = parse_option_value(value.strip())
-    return options
+    return parse_key_values(pairs, "--option", parse_option_value)
 
 
 def _guess_protocol(data: Path) -> str:

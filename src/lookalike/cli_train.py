@@ -15,23 +15,22 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .cli_options import parse_key_values
 from .errors import ConfigError
 
 console = Console()
 
 
+def _json_or_text(text: str):
+    """Loss parameters: JSON values (numbers, lists, true/false in any case), else text."""
+    try:
+        return json.loads(text.lower() if text.lower() in ("true", "false") else text)
+    except ValueError:
+        return text
+
+
 def _parse_loss_params(pairs: List[str]) -> dict:
-    params = {}
-    for pair in pairs:
-        key, eq, value = pair.partition("=")
-        if not eq or not key.strip():
-            raise ConfigError(f"--loss-param takes key=value, got {pair!r}")
-        text = value.strip()
-        try:
-            params[key.strip()] = json.loads(text.lower() if text.lower() in ("true", "false") else text)
-        except ValueError:
-            params[key.strip()] = text
-    return params
+    return parse_key_values(pairs, "--loss-param", _json_or_text)
 
 
 def _parse_hidden(text: str) -> tuple:

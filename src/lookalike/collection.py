@@ -238,15 +238,16 @@ def resolve_paths(paths: Iterable[str | os.PathLike], folders: dict[str, str] | 
     """``Path.resolve()`` of many files as strings, resolving each folder once: the same
     answer (a symlinked file still resolves to its target) at one lstat per file."""
     folders = {} if folders is None else folders
-    out = []
-    for path in paths:
-        path = os.fspath(path)
-        folder, name = os.path.split(path)
-        if name in ("", ".", "..") or os.path.islink(path):
-            out.append(os.path.realpath(path))
-            continue
-        out.append(os.path.join(_real_folder(folder, folders), name))
-    return out
+    return [_resolve_file(path, folders, os.path.islink(path)) for path in map(os.fspath, paths)]
+
+
+def _resolve_file(path: str, folders: dict[str, str], is_link: bool) -> str:
+    """One file's resolved path: its folder through the cache, its name kept (a link,
+    or a name that is not a plain entry, goes through ``realpath``)."""
+    folder, name = os.path.split(path)
+    if is_link or name in ("", ".", ".."):
+        return os.path.realpath(path)
+    return os.path.join(_real_folder(folder, folders), name)
 
 
 def path_shard(path: str | os.PathLike, n_shards: int) -> int:
@@ -313,7 +314,7 @@ class Collection:
             n = 2
             while key in entries:
                 key, n = f"{d.name}{n}", n + 1
-            entries[key] = {"spec": d.spec, "dim": d.dim, "metric": d.metric,
+            entries[key] = {"spec": d.spec, "version": d.version, "dim": d.dim, "metric": d.metric,
                             "requires_fit": d.requires_fit, "index": index}
         manifest = {"format_version": FORMAT_VERSION, "created": time.time(),
                     "default_descriptor": next(iter(entries)), "descriptors": entries}
@@ -374,12 +375,18 @@ class Collection:
         """The (fitted, when it learns) descriptor stored under ``key``."""
         key = self._key(key)
         if key not in self._descriptors:
-            d = make_descriptor(self.manifest["descriptors"][key]["spec"])
+            d = self._build_descriptor(key)
             row = self._db.execute("SELECT state FROM descriptor_state WHERE descriptor=?", (key,)).fetchone()
             if row:
                 d.load_state(row[0])
             self._descriptors[key] = d
         return self._descriptors[key]
+
+    def _build_descriptor(self, key: str) -> Descriptor:
+        """A fresh (unfitted) descriptor as this collection's vectors were made: entries
+        written before descriptor versions existed are version 1."""
+        entry = self.manifest["descriptors"][key]
+        return make_descriptor(entry["spec"], version=entry.get("version", 1))
 
     def _key(self, key: str | None) -> str:
         key = key or self.manifest["default_descriptor"]
@@ -452,7 +459,7 @@ class Collection:
         fitted = []
         with writer_lock(self.directory, self.lock_timeout):
             for key in list(keys or self.descriptor_keys):
-                d = make_descriptor(self.manifest["descriptors"][key]["spec"])
+                d = self._build_descriptor(key)
                 if not d.requires_fit:
                     continue
                 if self.descriptor(key).is_fitted and not refit:
@@ -464,7 +471,8 @@ class Collection:
                     if len(pixels) >= sample:
                         break
                     try:
-                        pixels.append(load_image(source, mode=d.image_mode, max_side=d.max_side).pixels)
+                        pixels.append(load_image(source, mode=d.image_mode, max_side=d.max_side,
+                                                 draft_side=d.draft_side).pixels)
                     except ImageLoadError:
                         continue
                 if not pixels:
@@ -579,11 +587,7 @@ class Collection:
             if stat_module.S_ISDIR(mode):
                 paths.extend(resolve_paths(iter_image_files(source, recursive=recursive), folders))
                 continue
-            folder, name = os.path.split(source)
-            if link or name in ("", ".", ".."):
-                paths.append(os.path.realpath(source))
-                continue
-            paths.append(os.path.join(_real_folder(folder, folders), name))
+            paths.append(_resolve_file(source, folders, link))
         return paths
 
     @contextmanager

@@ -125,14 +125,22 @@ class Extractor:
         # resizing, no colour conversion); adapt_pixels expands them for the others.
         self._keep_gray = all(getattr(d, "accepts_gray", False) or d.image_mode == "L"
                               for d in descriptors.values())
-        self._sides: dict[tuple[str, ...], int | None] = {}
+        self._requests: dict[tuple[str, ...], list[tuple[str, int | None, int | None, tuple[str, ...]]]] = {}
 
-    def _decode_side(self, keys: Sequence[str]) -> int | None:
+    def _decode_requests(self, keys: Sequence[str]) -> list[tuple[str, int | None, int | None, tuple[str, ...]]]:
+        """``(mode, draft_side, max_side, keys)`` per distinct decode the descriptors ask
+        for. Each is decoded on its own, exactly as a query image is for that descriptor
+        (a JPEG decoded at another DCT scale and resized, or resized before its gray
+        conversion, gives other pixels), so a stored vector and the vector of the same
+        file given as a query are equal."""
         keys = tuple(keys)
-        if keys not in self._sides:
-            sides = [self.descriptors[k].max_side for k in keys]
-            self._sides[keys] = None if any(s is None for s in sides) else max(sides)
-        return self._sides[keys]
+        if keys not in self._requests:
+            groups: dict[tuple[str, int | None, int | None], list[str]] = {}
+            for k in keys:
+                d = self.descriptors[k]
+                groups.setdefault((d.image_mode, d.draft_side, d.max_side), []).append(k)
+            self._requests[keys] = [(*request, tuple(ks)) for request, ks in groups.items()]
+        return self._requests[keys]
 
     def run_packed(self, packed: PackedJobs) -> BatchResult:
         """Read, hash, decode and describe one batch of files."""
@@ -157,10 +165,11 @@ class Extractor:
                 if known_hashes[row] is not None and known_hashes[row] == digest and job_keys[row] is None:
                     out.unchanged.append(row)
                     continue
-                loaded = load_image(data if data else path, mode="RGB",
-                                    max_side=self._decode_side(keys), keep_gray=self._keep_gray)
+                for mode, draft_side, max_side, group in self._decode_requests(keys):
+                    loaded = load_image(data if data else path, mode=mode, max_side=max_side,
+                                        keep_gray=self._keep_gray, draft_side=draft_side)
+                    ready.append((row, loaded.pixels, group))
                 out.widths[row], out.heights[row] = loaded.width, loaded.height
-                ready.append((row, loaded.pixels, keys))
             except ImageLoadError as exc:
                 errors[row] = exc.reason
             except OSError as exc:

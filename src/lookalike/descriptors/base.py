@@ -13,7 +13,13 @@ A descriptor maps images to vectors, scikit-learn style:
 
 Subclasses implement ``_transform_pixels(list of uint8 arrays) -> ndarray`` and declare
 ``image_mode`` (``"RGB"`` or ``"L"``) and ``max_side`` (how large an image they need, so
-loading can decode JPEGs at reduced size).
+loading can decode JPEGs at reduced size; ``draft_side`` when they take any size up to
+``max_side`` and only need the decoder to keep this much).
+
+``version`` counts changes of a family's default behaviour that change its vectors; a
+collection records the version it was built with and :func:`make_descriptor` rebuilds
+that behaviour from :meth:`Descriptor.legacy_params`, so stored vectors and new query
+vectors never come from two different recipes.
 """
 from __future__ import annotations
 
@@ -110,11 +116,16 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
-def make_descriptor(spec: "str | Descriptor") -> "Descriptor":
+def make_descriptor(spec: "str | Descriptor", version: int | None = None) -> "Descriptor":
     """Build a descriptor from its spec string (a descriptor passes through).
 
+    Args:
+        version: the family version the vectors were made with (a collection's record);
+            an older one gets the parameters that reproduce it (``legacy_params``).
+
     Raises:
-        ConfigError: unknown family (the message lists the valid names) or bad parameter.
+        ConfigError: unknown family (the message lists the valid names), bad parameter,
+            or a version newer than this lookalike knows.
     """
     if isinstance(spec, Descriptor):
         return spec
@@ -133,6 +144,11 @@ def make_descriptor(spec: "str | Descriptor") -> "Descriptor":
                 f"descriptor {name!r} has no parameter {key!r}; valid: {', '.join(defaults) or 'none'}"
             )
         params[key] = _coerce(value, defaults[key], key, spec)
+    if version is not None and version != cls.version:
+        if version > cls.version:
+            raise ConfigError(f"descriptor {name!r} version {version} was made by a newer lookalike "
+                              f"(this one has version {cls.version}); upgrade lookalike")
+        params = {**cls.legacy_params(version), **params}
     return cls(**params)
 
 
@@ -144,6 +160,13 @@ class Descriptor:
     cost: ClassVar[str] = "cheap"
     #: Pixel format the family wants: "RGB" -> (H, W, 3), "L" -> (H, W); uint8.
     image_mode: ClassVar[str] = "RGB"
+    #: Bumped when the family's default behaviour changes its vectors (see legacy_params).
+    version: ClassVar[int] = 1
+
+    @classmethod
+    def legacy_params(cls, version: int) -> dict[str, Any]:
+        """Parameters that reproduce the vectors of an older ``version`` of the family."""
+        return {}
 
     # -- parameters -------------------------------------------------------------------
     @classmethod
@@ -193,6 +216,13 @@ class Descriptor:
     def max_side(self) -> int | None:
         """Longest image side the family needs (lets JPEG decode at reduced size)."""
         return None
+
+    @property
+    def draft_side(self) -> int | None:
+        """Side the JPEG decoder must keep (defaults to ``max_side``). A family that
+        describes any image up to ``max_side`` as well asks for less: JPEGs then decode
+        at a smaller scale and most need no resizing at all."""
+        return self.max_side
 
     # -- fitting ----------------------------------------------------------------------
     @property
@@ -249,7 +279,8 @@ class Descriptor:
         """Load sources (paths, bytes, arrays, PIL images) in this family's pixel format."""
         out = []
         for image in images:
-            out.append(load_pixels(image, mode=self.image_mode, max_side=self.max_side))
+            out.append(load_pixels(image, mode=self.image_mode, max_side=self.max_side,
+                                   draft_side=self.draft_side))
         return out
 
     def transform(self, images: "Sequence[ImageSource] | ImageSource") -> np.ndarray:

@@ -48,9 +48,15 @@ class ColorHistogram(Descriptor):
     * ``l2``: L2-normalised counts, cosine-like.
 
     ``grid > 1`` concatenates one histogram per cell of a ``grid x grid`` layout.
-    ``size`` caps the image's longer side before counting: colour statistics need few
-    pixels (COIL-100 nearest-neighbour accuracy is 0.992 at 64, 96, 128 and 256 px
-    alike), and a small target lets JPEGs decode at reduced scale.
+    ``size`` is how many pixels a side needs: colour statistics need few (COIL-100
+    nearest-neighbour accuracy is 0.992 at 64, 96, 128 and 256 px alike), so JPEGs decode
+    at the smallest DCT scale that keeps both sides at least ``size``. A normalised
+    histogram does not care about the pixel count, so the decoded image is counted as it
+    is unless its longer side exceeds ``cap`` (``0``: ``2 * size``), and only then shrunk
+    to ``cap``: no resize for most files (a 250 px JPEG decodes at 125 px and is counted
+    there; resizing it to 96 px used to cost more than decoding it).
+    Version 1 (collections made before ``cap`` existed) shrank every image to ``size``:
+    ``cap=size`` reproduces it, and is what such collections get.
     Smaller distance = more similar.
     """
 
@@ -61,9 +67,14 @@ class ColorHistogram(Descriptor):
     #: as their three-channel replication (the extraction pipeline then skips the
     #: gray -> RGB expansion and the colour conversion).
     accepts_gray = True
+    version = 2
+
+    @classmethod
+    def legacy_params(cls, version: int) -> dict:
+        return {"cap": -1} if version < 2 else {}
 
     def __init__(self, space: str = "hsv", bins: int = 8, grid: int = 1,
-                 norm: str = "hellinger", size: int = 96):
+                 norm: str = "hellinger", size: int = 96, cap: int = 0):
         if space not in COLOR_SPACES:
             raise ConfigError(f"unknown colour space {space!r}; valid: {', '.join(COLOR_SPACES)}")
         if norm not in NORMS:
@@ -77,6 +88,12 @@ class ColorHistogram(Descriptor):
         self.grid = int(grid)
         self.norm = norm
         self.size = int(size)
+        if self.size < 1:
+            raise ConfigError(f"size must be >= 1, got {size}")
+        # -1 (what version 1 collections get, whatever their size): cap = size.
+        self.cap = int(cap)
+        if self.cap not in (0, -1) and self.cap < self.size:
+            raise ConfigError(f"cap must be 0 (2 x size), -1 (= size) or at least size={self.size}, got {cap}")
 
     @property
     def dim(self) -> int:
@@ -88,6 +105,10 @@ class ColorHistogram(Descriptor):
 
     @property
     def max_side(self) -> int:
+        return {0: 2 * self.size, -1: self.size}.get(self.cap, self.cap)
+
+    @property
+    def draft_side(self) -> int:
         return self.size
 
     def _gray_histogram(self, image: np.ndarray) -> np.ndarray:

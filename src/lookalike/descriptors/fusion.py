@@ -67,6 +67,11 @@ class ConcatDescriptor(Descriptor):
         sides = [p.max_side for p in self._parts]
         return None if any(s is None for s in sides) else max(sides)
 
+    @property
+    def draft_side(self):
+        sides = [p.draft_side for p in self._parts]
+        return None if any(s is None for s in sides) else max(sides)
+
     def _fit_pixels(self, pixels):
         for part in self._parts:
             if part.requires_fit:

@@ -102,6 +102,12 @@ def prepare_vectors(x: np.ndarray, dim: int, metric: str, what: str) -> np.ndarr
     Raises:
         InputError: wrong shape or dtype, NaN or infinity (``what`` names the call).
     """
+    if (type(x) is np.ndarray and x.dtype == np.float32 and x.ndim == 2 and x.shape[1] == dim
+            and metric in ("l2", "ip") and x.flags.c_contiguous):
+        # The common search call (one float32 row block): only the finiteness check.
+        if not np.isfinite(x.sum()) and not np.isfinite(x).all():
+            raise InputError(f"{what}: vectors contain NaN or infinity")
+        return x
     x = np.asarray(x)
     if x.ndim == 1:
         x = x[None, :]

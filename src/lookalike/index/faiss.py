@@ -318,8 +318,15 @@ class FaissIndex:
             raise NotFittedError(f"index {self.spec!r} is not trained")
         if allowed_ids is None and not knobs and not self._tombstones:
             # The common case: no filter, no per-call knobs, nothing removed. Straight
-            # to FAISS (no parameter object), and map its output in place.
-            distances, internal = self._index.search(q, k)
+            # to FAISS's C++ search (q is already checked: its Python wrapper would only
+            # check it again), and map its output in place.
+            if self.is_binary:
+                distances, internal = self._index.search(q, k)
+            else:
+                faiss = _faiss()
+                distances, internal = np.empty((n, k), np.float32), np.empty((n, k), np.int64)
+                self._index.search_c(n, faiss.swig_ptr(q), k, faiss.swig_ptr(distances),
+                                     faiss.swig_ptr(internal), None)
             return SearchResult(self._lookup_ids(internal), self._to_ascending(distances, internal, copy=False))
         merged = {key: int(v) for key, v in knobs.items()}  # per call; the spec's are built in
         mask = self._internal_mask(allowed_ids)
