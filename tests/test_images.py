@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +150,30 @@ def test_batch_reports_each_failure_and_goes_on(photo, tmp_path, ukbench_dir):
     bad.write_bytes(b"\xff\xd8 garbage")
     loaded, failed = load_many([good, bad, good])
     assert len(loaded) == 2 and len(failed) == 1 and failed[0].path == str(bad)
+
+
+def test_folder_listing_matches_rglob(tmp_path):
+    """The scandir listing gives rglob's files in rglob's (Path) order: nested and
+    unicode names, '-' beside '/', symlinked files followed, symlinked folders, broken
+    links and non-images skipped."""
+    from lookalike.images import IMAGE_EXTENSIONS, list_image_files
+
+    pixels = np.zeros((4, 4, 3), np.uint8)
+    for rel in ["a/b.png", "a-c.png", "a/z/é.JPG", "b.txt", "c/d.webp"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        if rel.endswith("txt"):
+            (tmp_path / rel).write_text("x")
+        else:
+            Image.fromarray(pixels).save(tmp_path / rel, format="PNG")
+    outside = tmp_path.parent / (tmp_path.name + "-outside")
+    outside.mkdir()
+    Image.fromarray(pixels).save(outside / "o.png")
+    os.symlink(outside / "o.png", tmp_path / "link.png")
+    os.symlink(outside, tmp_path / "linkdir")
+    os.symlink(tmp_path / "missing.png", tmp_path / "broken.png")
+    want = sorted(p for p in tmp_path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    assert iter_image_files(tmp_path) == want
+    assert [Path(p) for p, _ in list_image_files(tmp_path)] == want
+    assert dict(list_image_files(tmp_path))[str(tmp_path / "link.png")] is True
+    flat = sorted(p for p in tmp_path.glob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    assert iter_image_files(tmp_path, recursive=False) == flat

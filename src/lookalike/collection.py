@@ -35,7 +35,7 @@ from .atomic import atomic_write_text
 from .descriptors.base import Descriptor, make_descriptor
 from .errors import CollectionError, ConfigError, ImageLoadError, InputError, LookalikeError
 from .extraction import BatchResult, Job, extract_batches
-from .images import ImageSource, is_image_path, iter_image_files, load_image
+from .images import ImageSource, is_image_path, list_image_files, load_image
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -585,7 +585,8 @@ class Collection:
                     raise InputError(f"{source}: no such file or directory") from None
                 mode = 0  # a missing image file: reported per file by extraction
             if stat_module.S_ISDIR(mode):
-                paths.extend(resolve_paths(iter_image_files(source, recursive=recursive), folders))
+                paths.extend(_resolve_file(path, folders, link)
+                             for path, link in list_image_files(source, recursive=recursive))
                 continue
             paths.append(_resolve_file(source, folders, link))
         return paths

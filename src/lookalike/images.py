@@ -54,13 +54,40 @@ def is_image_path(path: Union[str, os.PathLike]) -> bool:
 
 def iter_image_files(root: Union[str, os.PathLike], recursive: bool = True) -> list[Path]:
     """Image files under ``root`` (by extension), sorted for deterministic order."""
-    root = Path(root)
-    if root.is_file():
-        return [root]
-    if not root.is_dir():
+    return [Path(path) for path, _ in list_image_files(root, recursive)]
+
+
+def list_image_files(root: Union[str, os.PathLike], recursive: bool = True) -> list[tuple[str, bool]]:
+    """``(path, is_symlink)`` of the image files under ``root``, as strings, in
+    :func:`iter_image_files` order. One ``scandir`` per folder: the entry types come
+    with the listing, so a big folder costs no ``stat`` per file (symlinked files are
+    followed to check they are files; symlinked folders are not entered, as ``rglob``)."""
+    root = os.fspath(root)
+    if os.path.isfile(root):
+        return [(root, os.path.islink(root))]
+    if not os.path.isdir(root):
         raise ImageLoadError(root, "no such file or directory")
-    pattern = root.rglob("*") if recursive else root.glob("*")
-    return sorted(p for p in pattern if p.is_file() and is_image_path(p))
+    found: list[tuple[str, bool]] = []
+    folders = [root]
+    while folders:
+        folder = folders.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue  # unreadable folder: as rglob, skip it
+        for entry in entries:
+            try:
+                link = entry.is_symlink()
+                if entry.is_dir():
+                    if recursive and not link:
+                        folders.append(entry.path)
+                elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                    found.append((entry.path, link))
+            except OSError:
+                continue
+    # Path order (component by component), not plain string order.
+    found.sort(key=lambda item: item[0].split(os.sep))
+    return found
 
 
 def _source_name(source: ImageSource) -> str:
