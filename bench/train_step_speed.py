@@ -17,7 +17,11 @@ steadier than the median on a busy box). ``torch.set_num_threads(1)`` for all: t
 machine, and one thread keeps thread-pool noise out of a ratio between two
 implementations. ``ratio = ours_ms / pml_ms`` (below 1: ours faster).
 
-Usage:  python bench/train_step_speed.py [--repeats 15] [--settings loss,cnn,lite0]
+PML is a benchmark peer, not a project dependency: this runs in the bench venv, which
+has PML and the same CPU torch (setup in bench/README.md):
+
+    /work/bench-venv/bin/python bench/train_step_speed.py [--repeats 15] [--settings loss,cnn,lite0]
+
 Writes JSON to stdout and bench/results/train_step_speed.json.
 """
 from __future__ import annotations
