@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from lookalike import Collection
@@ -82,4 +83,30 @@ def test_two_descriptors_each_store_their_query_vector(lfw_dir, ukbench_dir, tmp
         for item_id, vector in zip(ids, stored):
             path = coll.get(int(item_id))["path"]
             assert np.array_equal(vector, want[row[path]]), (key, path)
+    coll.close()
+
+
+def test_descriptors_share_a_decode_only_at_the_same_draft_scale(lfw_dir, ukbench_dir, tmp_path):
+    """A 250 px LFW JPEG decodes at 1/2 for the colour histogram (draft 96) but at full
+    size for lbp (draft 256) and phash (none): two decodes. A PNG never decodes reduced:
+    one decode for all three. Either way each stored vector is the query vector."""
+    from lookalike.extraction import Extractor
+    from lookalike.images import draft_scale
+
+    jpeg = _lfw_files(lfw_dir, 1)[0]
+    png = tmp_path / "photo.png"
+    Image.open(sorted((ukbench_dir / "base_images").glob("*.jpg"))[0]).save(png)
+    data = jpeg.read_bytes()
+    assert [draft_scale(data, side) for side in (None, 96, 256, 62, 31)] == [1, 2, 1, 4, 8]
+    assert draft_scale(png.read_bytes(), 96) == 1
+    ex = Extractor({k: make_descriptor(k) for k in ("color", "lbp", "phash")})
+    assert sorted(len(g) for _, g in ex._decodes(data, ex._all_keys)) == [1, 2]
+    assert len(ex._decodes(png.read_bytes(), ex._all_keys)) == 1
+    coll = Collection.create(tmp_path / "c", descriptors=["color", "lbp", "phash"])
+    coll.add([jpeg, png])
+    for key in coll.descriptor_keys:
+        ids, stored = coll.vectors(key)
+        for item_id, vector in zip(ids, stored):
+            path = coll.get(int(item_id))["path"]
+            assert np.array_equal(vector, coll.descriptor(key).transform([path])[0]), (key, path)
     coll.close()

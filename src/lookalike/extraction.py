@@ -15,7 +15,7 @@ import numpy as np
 
 from .descriptors.base import Descriptor, make_descriptor
 from .errors import ImageLoadError, LookalikeError
-from .images import adapt_pixels, load_image
+from .images import adapt_pixels, draft_scale, load_image
 
 HASH_CHUNK = 1 << 20
 #: Tasks queued per worker process (covers a commit stall of ~0.1 s on small images).
@@ -125,22 +125,33 @@ class Extractor:
         # resizing, no colour conversion); adapt_pixels expands them for the others.
         self._keep_gray = all(getattr(d, "accepts_gray", False) or d.image_mode == "L"
                               for d in descriptors.values())
-        self._requests: dict[tuple[str, ...], list[tuple[str, int | None, int | None, tuple[str, ...]]]] = {}
+        self._drafts: dict[tuple[str, ...], list[tuple[int | None, tuple[str, ...]]]] = {}
 
-    def _decode_requests(self, keys: Sequence[str]) -> list[tuple[str, int | None, int | None, tuple[str, ...]]]:
-        """``(mode, draft_side, max_side, keys)`` per distinct decode the descriptors ask
-        for. Each is decoded on its own, exactly as a query image is for that descriptor
-        (a JPEG decoded at another DCT scale and resized, or resized before its gray
-        conversion, gives other pixels), so a stored vector and the vector of the same
-        file given as a query are equal."""
+    def _draft_groups(self, keys: Sequence[str]) -> list[tuple[int | None, tuple[str, ...]]]:
+        """The descriptors of ``keys`` grouped by the JPEG draft side they ask for."""
         keys = tuple(keys)
-        if keys not in self._requests:
-            groups: dict[tuple[str, int | None, int | None], list[str]] = {}
+        if keys not in self._drafts:
+            groups: dict[int | None, list[str]] = {}
             for k in keys:
-                d = self.descriptors[k]
-                groups.setdefault((d.image_mode, d.draft_side, d.max_side), []).append(k)
-            self._requests[keys] = [(*request, tuple(ks)) for request, ks in groups.items()]
-        return self._requests[keys]
+                groups.setdefault(self.descriptors[k].draft_side, []).append(k)
+            self._drafts[keys] = [(draft, tuple(ks)) for draft, ks in groups.items()]
+        return self._drafts[keys]
+
+    def _decodes(self, data: bytes, keys: Sequence[str]) -> list[tuple[int | None, tuple[str, ...]]]:
+        """One ``(draft_side, keys)`` per decode this file needs. A query image is
+        decoded at its descriptor's draft scale, converted to its mode, then resized
+        (:func:`load_image`); the stored vector must come from the same pixels, so
+        descriptors share a decode only when the file decodes at the same scale for
+        them (e.g. every descriptor shares one for a PNG, or for a JPEG too small to be
+        reduced), and each then converts and resizes on its own (adapt_pixels)."""
+        groups = self._draft_groups(keys)
+        if len(groups) == 1:
+            return groups
+        by_scale: dict[int, tuple[int | None, list[str]]] = {}
+        for draft, group in groups:
+            entry = by_scale.setdefault(draft_scale(data, draft), (draft, []))
+            entry[1].extend(group)
+        return [(draft, tuple(group)) for draft, group in by_scale.values()]
 
     def run_packed(self, packed: PackedJobs) -> BatchResult:
         """Read, hash, decode and describe one batch of files."""
@@ -165,8 +176,9 @@ class Extractor:
                 if known_hashes[row] is not None and known_hashes[row] == digest and job_keys[row] is None:
                     out.unchanged.append(row)
                     continue
-                for mode, draft_side, max_side, group in self._decode_requests(keys):
-                    loaded = load_image(data if data else path, mode=mode, max_side=max_side,
+                for draft_side, group in self._decodes(data, keys):
+                    # Full pixels at the draft scale: each descriptor converts and resizes.
+                    loaded = load_image(data if data else path, mode="RGB", max_side=None,
                                         keep_gray=self._keep_gray, draft_side=draft_side)
                     ready.append((row, loaded.pixels, group))
                 out.widths[row], out.heights[row] = loaded.width, loaded.height

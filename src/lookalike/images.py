@@ -215,6 +215,40 @@ def _plain_jpeg_header(data: bytes) -> tuple[int, int, int] | None:
     return None
 
 
+def _jpeg_frame_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from a JPEG's frame header (as stored: before any EXIF
+    rotation, which is what draft mode scales), or None when there is none."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    pos, end = 2, len(data)
+    while pos + 9 <= end:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return (data[pos + 7] << 8) | data[pos + 8], (data[pos + 5] << 8) | data[pos + 6]
+        if marker == 0xDA:
+            return None
+        pos += 2 + ((data[pos + 2] << 8) | data[pos + 3])
+    return None
+
+
+def draft_scale(data: bytes, draft_side: int | None) -> int:
+    """The reduction (1, 2, 4 or 8) a decode of ``data`` with ``draft_side`` gets:
+    :func:`load_image` decodes two requests with the same scale into the same pixels
+    before any mode conversion or resize (only JPEGs decode at a reduced scale)."""
+    if draft_side is None:
+        return 1
+    size = _jpeg_frame_size(data)
+    if size is None:
+        return 1
+    fit = min(size[0] // draft_side, size[1] // draft_side)
+    return next((s for s in (8, 4, 2) if fit >= s), 1)
+
+
 def _load_plain_jpeg(data: bytes, mode: str, max_side: int | None, keep_gray: bool,
                      draft_side: int | None = None) -> LoadedImage | None:
     """Decode plain JPEG bytes with OpenCV's libjpeg-turbo straight into an array:
