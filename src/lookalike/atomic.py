@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 
 def _umask() -> int:
@@ -12,8 +14,11 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder + fsync + rename.
+@contextmanager
+def atomic_writer(path: str | os.PathLike, fsync: bool = True) -> Iterator[BinaryIO]:
+    """A binary file handle whose content replaces ``path`` when the block ends without
+    an error (temp file in the same folder + optional fsync + rename); on an error the
+    temp file is removed and ``path`` is left as it was.
 
     The file gets the usual permissions (0666 less the umask), not mkstemp's 0600.
     ``fsync=False`` suits caches that can be recomputed: still never half a file, but
@@ -23,7 +28,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             if fsync:
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -33,6 +38,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True)
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_writer`)."""
+    with atomic_writer(path, fsync=fsync) as fh:
+        fh.write(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -238,10 +238,10 @@ def resolve_paths(paths: Iterable[str | os.PathLike], folders: dict[str, str] | 
     """``Path.resolve()`` of many files as strings, resolving each folder once: the same
     answer (a symlinked file still resolves to its target) at one lstat per file."""
     folders = {} if folders is None else folders
-    return [_resolve_file(path, folders, os.path.islink(path)) for path in map(os.fspath, paths)]
+    return [resolve_file(path, folders, os.path.islink(path)) for path in map(os.fspath, paths)]
 
 
-def _resolve_file(path: str, folders: dict[str, str], is_link: bool) -> str:
+def resolve_file(path: str, folders: dict[str, str], is_link: bool) -> str:
     """One file's resolved path: its folder through the cache, its name kept (a link,
     or a name that is not a plain entry, goes through ``realpath``)."""
     folder, name = os.path.split(path)
@@ -585,10 +585,10 @@ class Collection:
                     raise InputError(f"{source}: no such file or directory") from None
                 mode = 0  # a missing image file: reported per file by extraction
             if stat_module.S_ISDIR(mode):
-                paths.extend(_resolve_file(path, folders, link)
+                paths.extend(resolve_file(path, folders, link)
                              for path, link in list_image_files(source, recursive=recursive))
                 continue
-            paths.append(_resolve_file(source, folders, link))
+            paths.append(resolve_file(source, folders, link))
         return paths
 
     @contextmanager

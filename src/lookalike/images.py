@@ -182,7 +182,7 @@ GRAY_MODES = frozenset({"L", "1", "F", *_WIDE_GRAY_MODES})
 _SOF_PLAIN = (0xC0, 0xC1, 0xC2)  # baseline, extended and progressive Huffman frames
 
 
-def _plain_jpeg_header(data: bytes) -> tuple[int, int, int] | None:
+def plain_jpeg_header(data: bytes) -> tuple[int, int, int] | None:
     """``(width, height, components)`` of a JPEG that Pillow and OpenCV decode the same
     way (8-bit, 1 or 3 components, Huffman coded, no EXIF block, no Adobe colour
     transform marker, ending in an EOI marker); None for anything else, including
@@ -255,8 +255,8 @@ def _load_plain_jpeg(data: bytes, mode: str, max_side: int | None, keep_gray: bo
     the same pixels as the Pillow path (same library, same IDCT, same scaled decoding
     for draft mode; checked bit for bit on CIFAR-10, LFW and the photo fixtures) at a
     fraction of Pillow's per-file Python cost. None when the file is not plain (see
-    :func:`_plain_jpeg_header`) or OpenCV refuses it: the caller then uses Pillow."""
-    header = _plain_jpeg_header(data)
+    :func:`plain_jpeg_header`) or OpenCV refuses it: the caller then uses Pillow."""
+    header = plain_jpeg_header(data)
     if header is None:
         return None
     width, height, components = header

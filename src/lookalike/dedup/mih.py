@@ -187,11 +187,15 @@ def brute_force_range_search(codes: np.ndarray, queries: np.ndarray, radius: int
         else as_uint64(codes).astype(">u8").view(np.uint8).reshape(-1, 8)
     qpacked = np.ascontiguousarray(np.asarray(queries, dtype=np.uint8)) if np.asarray(queries).dtype == np.uint8 \
         else as_uint64(queries).astype(">u8").view(np.uint8).reshape(-1, 8)
+    before = faiss.omp_get_max_threads()
     if threads is not None:
         faiss.omp_set_num_threads(threads)
-    index = faiss.IndexBinaryFlat(64)
-    index.add(packed)
-    lims, dist, ids = index.range_search(qpacked, int(radius) + 1)  # FAISS: strictly below
+    try:
+        index = faiss.IndexBinaryFlat(64)
+        index.add(packed)
+        lims, dist, ids = index.range_search(qpacked, int(radius) + 1)  # FAISS: strictly below
+    finally:
+        faiss.omp_set_num_threads(before)  # a process-wide setting: leave it as found
     qi = np.repeat(np.arange(len(qpacked), dtype=np.int64), np.diff(lims).astype(np.int64))
     order = np.lexsort((ids, qi))
     return qi[order], ids[order].astype(np.int64), dist[order].astype(np.int64)

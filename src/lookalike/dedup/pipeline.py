@@ -4,7 +4,13 @@
 reduced-size decode per file (:mod:`.scan`, cached in ``DIR/.lookalike`` or ``--db`` by
 path, size and mtime, so re-runs only scan new or changed files), a Hamming range search
 over the variant hashes, the thumbnail check of each candidate pair, complete-linkage
-groups. No CNN runs by default: measured on ``bench/dedup.py`` it separated candidate
+groups. With several workers the stages overlap on one process pool
+(:func:`_scan_and_verify`): each scanned chunk's hashes are searched against everything
+scanned before it as soon as it arrives, and its candidate pairs' thumbnail checks are
+queued behind the remaining scan tasks, so no worker waits for a serial stage; the
+thumbnails stay in memory shared with the forked workers.
+
+No CNN runs by default: measured on ``bench/dedup.py`` it separated candidate
 pairs worse than the thumbnails' edge correlation at ~40x the cost. ``cnn_k > 0``
 turns on CNN nearest neighbours as a second candidate source (heavy crops and large
 rotations, which move every hash too far); that needs a CNN vector of *every* image,
@@ -17,7 +23,6 @@ images.
 """
 from __future__ import annotations
 
-import io
 import os
 import time
 from dataclasses import dataclass, field
@@ -26,7 +31,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes
 from ..errors import InputError
 from .candidates import ScanStore, exact_duplicate_pairs, hash_candidate_pairs, ordered, range_search
 from .groups import Group, build_groups, linked_groups
@@ -145,41 +149,23 @@ def list_images(folder: str | os.PathLike, exclude: Sequence[str | os.PathLike] 
 
 def _resolved_images(folder: str | os.PathLike, exclude: Sequence[str | os.PathLike] = ()
                      ) -> tuple[list[str], list[str]]:
-    """``(listed paths, their resolved paths)`` (strings, in listed-path order) of the
-    image files under ``folder`` that do not resolve into an ``exclude`` folder. Each directory is resolved
-    once (not each file: a file's real path is its directory's plus its name unless the
-    file itself is a link)."""
-    from ..images import IMAGE_EXTENSIONS
+    """``(listed paths, their resolved paths)`` (strings, in listing order) of the image
+    files under ``folder`` that do not resolve into an ``exclude`` folder (the listing of
+    :func:`lookalike.images.list_image_files`; each directory resolved once)."""
+    from ..collection import resolve_file
+    from ..images import list_image_files
 
     folder = Path(folder).resolve()
     if not folder.is_dir():
         raise InputError(f"{folder}: not a directory")
     # Resolved folder prefixes: a string test per file (as Path.is_relative_to, which
-    # compares whole components of these absolute, normalised paths, without building a
-    # Path per file).
+    # compares whole components of these absolute, normalised paths).
     skip = [str(Path(e).resolve()) for e in exclude]
     skip = [(s, s.rstrip(os.sep) + os.sep) for s in skip]
-    found = []
-    # As Path.rglob("*") + is_file(): symlinked folders are not entered, symlinked files
-    # count when they point at a file.
-    for dirpath, _, filenames in os.walk(folder):
-        real_dir = None
-        for name in filenames:
-            if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
-                continue
-            path = os.path.join(dirpath, name)
-            if os.path.islink(path):
-                if not os.path.isfile(path):
-                    continue
-                real = os.path.realpath(path)
-            else:
-                if real_dir is None:
-                    real_dir = os.path.realpath(dirpath)
-                real = os.path.join(real_dir, name)
-            found.append((path, real))
-    found.sort()
+    folders: dict[str, str] = {}
     listed, resolved = [], []
-    for path, real in found:
+    for path, is_link in list_image_files(folder):
+        real = resolve_file(path, folders, is_link)
         if skip and any(real == s or real.startswith(pre) for s, pre in skip):
             continue
         listed.append(path)
@@ -198,19 +184,11 @@ def collection_table(coll, workers: int = 1, progress: bool = False) -> tuple[Ta
     return Table(ids, var, th, {i: items[i] for i in ids.tolist()}), failed
 
 
-def folder_table(folder: str | os.PathLike, cache: str | os.PathLike | None = None, workers: int = 1,
-                 progress: bool = False, exclude: Sequence[str | os.PathLike] = (), pool=None
-                 ) -> tuple[Table, list[tuple[str, str]], Path]:
-    """The scan table of a folder's images, cached by path, size and mtime.
+def _read_folder_cache(cache: Path) -> dict[str, tuple]:
+    """The folder scan cache: ``{resolved path: (size, mtime, content_hash, width, height,
+    variants, thumbs)}`` (empty when missing, damaged or of another scan version)."""
+    from .scan import SCAN_VERSION
 
-    Returns:
-        ``(table, failures, cache_dir)``; ids are row numbers in sorted path order.
-    """
-    from .scan import DEDUP_VARIANTS, SCAN_VERSION, THUMB, scan_files
-
-    folder = Path(folder).resolve()
-    cache = Path(cache).resolve() if cache else folder / CACHE_DIR
-    listed, resolved = _resolved_images(folder, [cache] + list(exclude))
     cached: dict[str, tuple] = {}
     cache_file = cache / FOLDER_SCAN_FILE
     if cache_file.exists():
@@ -226,6 +204,12 @@ def folder_table(folder: str | os.PathLike, cache: str | os.PathLike | None = No
                                  int(widths[r]), int(heights[r]), data["variants"][r], data["thumbs"][r])
         except (OSError, ValueError, KeyError):
             cached = {}
+    return cached
+
+
+def _cache_hits(listed: Sequence[str], resolved: Sequence[str], cached: dict[str, tuple]
+                ) -> tuple[dict[str, tuple], list[str]]:
+    """``(cached rows still valid (same size and mtime), resolved paths to scan)``."""
     rows: dict[str, tuple] = {}
     todo = []
     for p, key in zip(listed, resolved):
@@ -236,39 +220,280 @@ def folder_table(folder: str | os.PathLike, cache: str | os.PathLike | None = No
                 rows[key] = hit
                 continue
         todo.append(key)
+    return rows, todo
+
+
+def _savez(fh, **arrays: np.ndarray) -> None:
+    """``np.savez(fh, **arrays)``, byte for byte, without copying large arrays: np.save
+    hands a zip member each array as ``tobytes()`` copies; here a large C-contiguous one
+    is written from its own buffer after the same header."""
+    import zipfile
+
+    from numpy.lib import format as npformat
+
+    with zipfile.ZipFile(fh, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, arr in arrays.items():
+            arr = np.asanyarray(arr)
+            with zf.open(name + ".npy", "w", force_zip64=True) as member:
+                if arr.nbytes >= 1 << 20 and arr.flags.c_contiguous and not arr.dtype.hasobject:
+                    npformat.write_array_header_1_0(member, npformat.header_data_from_array_1_0(arr))
+                    member.write(memoryview(arr).cast("B"))
+                else:
+                    npformat.write_array(member, arr, allow_pickle=False)
+
+
+def _write_folder_cache(cache: Path, paths: Sequence[str], meta: Sequence[tuple], variants: np.ndarray,
+                        thumbs: np.ndarray) -> None:
+    """Write the folder scan cache (``meta[i]``: size, mtime, content hash, width, height
+    of ``paths[i]``). A cache (recomputed when lost): atomic, but not fsync'ed (that cost
+    more than the scan); written straight into the temp file (no in-memory copy)."""
+    from ..atomic import atomic_writer
+    from .scan import SCAN_VERSION
+
+    cache.mkdir(parents=True, exist_ok=True)
+    with atomic_writer(cache / FOLDER_SCAN_FILE, fsync=False) as fh:
+        _savez(fh, version=np.array(SCAN_VERSION), paths=np.array(paths, dtype=str),
+               sizes=np.array([m[0] for m in meta], np.int64),
+               mtimes=np.array([m[1] for m in meta], np.float64),
+               hashes=np.array([m[2] for m in meta], dtype=str),
+               widths=np.array([m[3] for m in meta], np.int64),
+               heights=np.array([m[4] for m in meta], np.int64),
+               variants=variants, thumbs=thumbs)
+
+
+def folder_table(folder: str | os.PathLike, cache: str | os.PathLike | None = None, workers: int = 1,
+                 progress: bool = False, exclude: Sequence[str | os.PathLike] = (), pool=None
+                 ) -> tuple[Table, list[tuple[str, str]], Path]:
+    """The scan table of a folder's images, cached by path, size and mtime.
+
+    Returns:
+        ``(table, failures, cache_dir)``; ids are row numbers in sorted path order.
+    """
+    from .scan import DEDUP_VARIANTS, THUMB, scan_files
+
+    folder = Path(folder).resolve()
+    cache = Path(cache).resolve() if cache else folder / CACHE_DIR
+    listed, resolved = _resolved_images(folder, [cache] + list(exclude))
+    cached = _read_folder_cache(cache)
+    rows, todo = _cache_hits(listed, resolved, cached)
     bar = _bar(progress, len(todo), "scanning")
     scan = scan_files(todo, workers=workers, progress=bar.advance, resolved=True, pool=pool)
     bar.close()
-    for r, p in enumerate(scan.paths):
-        rows[p] = (int(scan.sizes[r]), float(scan.mtimes[r]), scan.content_hashes[r], int(scan.widths[r]),
-                   int(scan.heights[r]), scan.variants[r], scan.thumbs[r])
-    paths = sorted(rows)
-    variants = np.stack([rows[p][5] for p in paths]) if paths else np.zeros((0, len(DEDUP_VARIANTS), 8), np.uint8)
-    thumbs = np.stack([rows[p][6] for p in paths]) if paths else np.zeros((0, 3, THUMB, THUMB), np.uint8)
+    paths = sorted(set(rows) | set(scan.paths))
+    if not rows and paths == scan.paths:
+        # Nothing cached (a first run): the scan's arrays are already in path order.
+        variants, thumbs = scan.variants, scan.thumbs
+        meta = [(int(scan.sizes[r]), float(scan.mtimes[r]), scan.content_hashes[r], int(scan.widths[r]),
+                 int(scan.heights[r])) for r in range(len(paths))]
+    else:
+        for r, p in enumerate(scan.paths):
+            rows[p] = (int(scan.sizes[r]), float(scan.mtimes[r]), scan.content_hashes[r], int(scan.widths[r]),
+                       int(scan.heights[r]), scan.variants[r], scan.thumbs[r])
+        meta = [rows[p][:5] for p in paths]
+        variants = (np.stack([rows[p][5] for p in paths]) if paths
+                    else np.zeros((0, len(DEDUP_VARIANTS), 8), np.uint8))
+        thumbs = np.stack([rows[p][6] for p in paths]) if paths else np.zeros((0, 3, THUMB, THUMB), np.uint8)
     if todo or len(paths) != len(cached):
-        cache.mkdir(parents=True, exist_ok=True)
-        # A cache (recomputed when lost): atomic, but not fsync'ed (that cost more than the scan).
-        buf = io.BytesIO()
-        np.savez(buf, version=np.array(SCAN_VERSION), paths=np.array(paths, dtype=str),
-                 sizes=np.array([rows[p][0] for p in paths], np.int64),
-                 mtimes=np.array([rows[p][1] for p in paths], np.float64),
-                 hashes=np.array([rows[p][2] for p in paths], dtype=str),
-                 widths=np.array([rows[p][3] for p in paths], np.int64),
-                 heights=np.array([rows[p][4] for p in paths], np.int64),
-                 variants=variants, thumbs=thumbs)
-        atomic_write_bytes(cache_file, buf.getvalue(), fsync=False)
-    items = {i: {"path": p, "size": rows[p][0], "mtime": rows[p][1], "content_hash": rows[p][2],
-                 "width": rows[p][3], "height": rows[p][4]} for i, p in enumerate(paths)}
+        _write_folder_cache(cache, paths, meta, variants, thumbs)
+    items = {i: {"path": p, "size": m[0], "mtime": m[1], "content_hash": m[2], "width": m[3], "height": m[4]}
+             for i, (p, m) in enumerate(zip(paths, meta))}
     table = Table(np.arange(len(paths), dtype=np.int64), variants, thumbs, items)
     return table, scan.failures, cache
 
 
+def _scan_and_verify(folder: Path, cache: Path, exclude: Sequence[str | os.PathLike], radius: int,
+                     workers: int, pools: list, progress: bool = False):
+    """:func:`folder_table` and the hash candidates with their thumbnail features, overlapped
+    on a process pool (made here, appended to ``pools``; the caller shuts it down):
+    each scanned chunk's variant hashes are range-searched against everything scanned so
+    far as soon as it comes back, and the thumbnail checks of the new candidate pairs are
+    queued on the pool behind the scan; the scan cache is written while the workers check
+    the last pairs. Where workers are forked, the thumbnails live in memory shared with
+    them (written there by the scan tasks, read there by the pair checks) instead of
+    travelling through pipes. Same table, candidates and features as :func:`folder_table`
+    + :func:`search_table` (every pair is aligned and checked by the same code; only the
+    batches of pairs differ, which moves the features by float rounding at most).
+
+    Returns:
+        ``(table, failures, hash_pairs (a, b) id arrays, {(a, b): (hash_distance, ncc,
+        grad_ncc)}, seconds)``.
+    """
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    import faiss
+
+    from .candidates import MIH_MIN_ITEMS
+    from .scan import (CROP_FRACTIONS, DEDUP_VARIANTS, THUMB, _SHARED, _pool, _scan_chunk, _scan_chunk_shared,
+                       guided_chunks, shared_thumbs)
+    from .verify import _aligned_correlations_job, _shared_pair_job, pair_alignment, pair_job
+
+    started = time.perf_counter()
+    listed, resolved = _resolved_images(folder, [cache] + list(exclude))
+    cached = _read_folder_cache(cache)
+    rows, todo = _cache_hits(listed, resolved, cached)
+    todo = list(dict.fromkeys(todo))  # a file reached by two listed paths is scanned once
+    keys = sorted(set(rows) | set(todo))
+    slot = {k: i for i, k in enumerate(keys)}
+    n, v = len(keys), len(DEDUP_VARIANTS)
+    variants = np.zeros((n, v, 8), np.uint8)
+    # Shared with the workers when they are forked after this (the pool is made below).
+    token = None
+    if n and "fork" in multiprocessing.get_all_start_methods():
+        token, thumbs = shared_thumbs(n)
+    else:
+        thumbs = np.empty((n, 1 + len(CROP_FRACTIONS), THUMB, THUMB), np.uint8)
+    pool = _pool(workers)
+    pools.append(pool)
+    meta: list[tuple | None] = [None] * n
+    order = {k: i for i, k in enumerate(todo)}
+    failures: list[tuple[str, str]] = []
+    seen: list[int] = []                 # slots filled so far, in arrival order
+    pending_a: list[int] = []
+    pending_b: list[int] = []
+    jobs: list = []
+    seconds = {"candidates": 0.0}
+    incremental = n < MIH_MIN_ITEMS
+    # Pairs per check task: small, so that the workers finish the last ones together.
+    per_job = 64
+    # Growing flat indexes of every variant hash / every image's own hash seen so far.
+    all_variants = faiss.IndexBinaryFlat(64)
+    all_hashes = faiss.IndexBinaryFlat(64)
+
+    def submit(a: list[int], b: list[int]) -> None:
+        a, b = np.array(a, np.int64), np.array(b, np.int64)
+        hash_d, src, dst, k = pair_alignment(variants, a, b)
+        if token is not None:
+            fut = pool.submit(_shared_pair_job, token, src, dst, k)
+        else:
+            fut = pool.submit(_aligned_correlations_job, pair_job(thumbs, src, dst, k))
+        jobs.append((a, b, hash_d, fut))
+
+    def search(index, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lims, _, ids = index.range_search(np.ascontiguousarray(queries), radius + 1)  # FAISS: strictly below
+        return np.repeat(np.arange(len(queries), dtype=np.int64), np.diff(lims).astype(np.int64)), ids.astype(np.int64)
+
+    def arrived(new: list[int], last: bool = False) -> None:
+        """Candidates between the slots ``new`` and everything before them, the pairs
+        :func:`hash_candidate_pairs` finds (a variant hash of one within the radius of the
+        other's own hash): the new images' own hashes against every variant seen (theirs
+        included), and the new images' variants against the earlier images' own hashes.
+        FAISS's flat scan on one thread (its OpenMP threads would spin on the cores the
+        workers need). From :data:`MIH_MIN_ITEMS` files on, one search at the end instead
+        (multi-index hashing, which is built for the whole set)."""
+        t = time.perf_counter()
+        s = len(seen)
+        seen.extend(new)
+        idx = np.array(seen, np.int64)
+        if incremental:
+            var = variants[new]
+            all_variants.add(np.ascontiguousarray(var.reshape(-1, 8)))
+            q, r = search(all_variants, var[:, 0])          # variant r of an image ~ a new own hash
+            qa, qb = q + s, r // v
+            if s:
+                q, r = search(all_hashes, var.reshape(-1, 8))   # a new variant ~ an earlier own hash
+                qa, qb = np.concatenate([qa, q // v + s]), np.concatenate([qb, r])
+            all_hashes.add(np.ascontiguousarray(var[:, 0]))
+        elif last:
+            qa, qb, _ = hash_candidate_pairs(variants[idx], radius)
+        else:
+            seconds["candidates"] += time.perf_counter() - t
+            return
+        keep = qa != qb
+        a, b = idx[qa[keep]], idx[qb[keep]]
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        if len(lo):
+            uniq = np.unique(lo * n + hi)
+            pending_a.extend((uniq // n).tolist())
+            pending_b.extend((uniq % n).tolist())
+        while len(pending_a) >= per_job:
+            submit(pending_a[:per_job], pending_b[:per_job])
+            del pending_a[:per_job], pending_b[:per_job]
+        seconds["candidates"] += time.perf_counter() - t
+
+    omp_threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        if rows:
+            hit = [slot[k] for k in rows]
+            for k, i in zip(rows, hit):
+                meta[i] = rows[k][:5]
+                variants[i], thumbs[i] = rows[k][5], rows[k][6]
+            arrived(hit)
+        bar = _bar(progress, len(todo), "scanning")
+        if token is not None:
+            futures = {pool.submit(_scan_chunk_shared, token, c, [slot[p] for p in c])
+                       for c in guided_chunks(todo, workers)}
+        else:
+            futures = {pool.submit(_scan_chunk, c) for c in guided_chunks(todo, workers)}
+        while futures:
+            done, futures = wait(futures, return_when=FIRST_COMPLETED)
+            for fut in done:
+                part_rows, part_thumbs, part_variants, part_failures = fut.result()
+                new = [slot[r[0]] for r in part_rows]
+                for r, i in zip(part_rows, new):
+                    meta[i] = (int(r[2]), float(r[3]), r[1], int(r[4]), int(r[5]))  # as the cache keeps them
+                if new:
+                    variants[new] = part_variants
+                    if part_thumbs is not None:
+                        thumbs[new] = part_thumbs
+                    arrived(new)
+                failures.extend(part_failures)
+                bar.advance(len(part_rows) + len(part_failures))
+        bar.close()
+        if not incremental:
+            arrived([], last=True)
+    finally:
+        faiss.omp_set_num_threads(omp_threads)
+    # The last pairs, split so that every worker gets a share.
+    if pending_a:
+        per = -(-len(pending_a) // max(workers, -(-len(pending_a) // per_job)))
+        for s in range(0, len(pending_a), per):
+            submit(pending_a[s:s + per], pending_b[s:s + per])
+    seconds["scan"] = time.perf_counter() - started
+    failures.sort(key=lambda f: order.get(f[0], -1))
+    ok = np.array([m is not None for m in meta], bool)
+    paths = [k for k, good in zip(keys, ok.tolist()) if good]
+    final = np.cumsum(ok) - 1            # slot -> row of the table
+    table_variants, table_thumbs = (variants, thumbs) if ok.all() else (variants[ok], thumbs[ok])
+    meta = [m for m in meta if m is not None]
+    if todo or len(paths) != len(cached):
+        _write_folder_cache(cache, paths, meta, table_variants, table_thumbs)
+    items = {i: {"path": p, "size": m[0], "mtime": m[1], "content_hash": m[2], "width": m[3], "height": m[4]}
+             for i, (p, m) in enumerate(zip(paths, meta))}
+    table = Table(np.arange(len(paths), dtype=np.int64), table_variants, table_thumbs, items, pool=pool)
+    t = time.perf_counter()
+    features: dict[tuple[int, int], tuple[int, float, float]] = {}
+    pair_a, pair_b = [], []
+    try:
+        for a, b, hash_d, fut in jobs:
+            ncc, grad = fut.result()
+            fa, fb = final[a].tolist(), final[b].tolist()
+            pair_a += fa
+            pair_b += fb
+            features.update(zip(zip(fa, fb), zip(hash_d.tolist(), ncc.tolist(), grad.tolist())))
+    finally:
+        _SHARED.pop(token, None)
+    seconds["verify_wait"] = time.perf_counter() - t
+    return table, failures, (np.array(pair_a, np.int64), np.array(pair_b, np.int64)), features, seconds
+
+
 # --------------------------------------------------------------------------- decision
 def _decide(table: Table, candidates: dict[tuple[int, int], dict], thresholds: Thresholds,
-            vectors: dict[int, np.ndarray] | None) -> list[Pair]:
-    """Score every candidate pair (features from the table; CNN cosine where given)."""
+            vectors: dict[int, np.ndarray] | None,
+            known: dict[tuple[int, int], tuple[int, float, float]] | None = None) -> list[Pair]:
+    """Score every candidate pair (features from the table, or from ``known`` where
+    already computed; CNN cosine where given)."""
     keys = sorted(k for k in candidates if k[0] in table.row and k[1] in table.row)
-    hash_d, ncc, grad = table.features(keys)
+    if known:
+        missing = [k for k in keys if k not in known]
+        computed = dict(zip(missing, zip(*(f.tolist() for f in table.features(missing))))) if missing else {}
+        feats = [known[k] if k in known else computed[k] for k in keys]
+        hash_d = np.array([f[0] for f in feats], np.int64)
+        ncc = np.array([f[1] for f in feats], np.float32)
+        grad = np.array([f[2] for f in feats], np.float32)
+    else:
+        hash_d, ncc, grad = table.features(keys)
     score = thresholds.score(hash_d, ncc, grad)
     exact = np.array(["exact" in candidates[k]["sources"] for k in keys], bool)
     hash_src = np.array(["hash" in candidates[k]["sources"] for k in keys], bool)
@@ -335,8 +560,14 @@ def _group(table: Table, scored: list[Pair], thresholds: Thresholds, policy: str
 
 def search_table(table: Table, thresholds: Thresholds, policy: str = "resolution",
                  vectors: dict[int, np.ndarray] | None = None, cnn_index=None,
-                 candidate_pairs_only: bool = False, skipped: Sequence[tuple[str, str]] = ()) -> DedupResult:
-    """Candidates, verification and groups over one scan table (see the module docstring)."""
+                 candidate_pairs_only: bool = False, skipped: Sequence[tuple[str, str]] = (),
+                 hash_pairs: tuple[np.ndarray, np.ndarray] | None = None,
+                 known: dict[tuple[int, int], tuple[int, float, float]] | None = None) -> DedupResult:
+    """Candidates, verification and groups over one scan table (see the module docstring).
+
+    ``hash_pairs`` (row arrays) and ``known`` (their features) come from an overlapped
+    scan (:func:`_scan_and_verify`), which found and checked the hash candidates already.
+    """
     started = time.perf_counter()
     timings: dict[str, float] = {}
     candidates: dict[tuple[int, int], dict] = {}
@@ -347,7 +578,10 @@ def search_table(table: Table, thresholds: Thresholds, policy: str = "resolution
     t = time.perf_counter()
     for a, b in exact_duplicate_pairs({i: it.get("content_hash") for i, it in table.items.items()}):
         add(ordered(a, b), "exact")
-    ra, rb, _ = hash_candidate_pairs(table.variants, thresholds.hash_radius)
+    if hash_pairs is None:
+        ra, rb, _ = hash_candidate_pairs(table.variants, thresholds.hash_radius)
+    else:
+        ra, rb = hash_pairs
     ia, ib = table.ids[ra], table.ids[rb]
     for key in zip(np.minimum(ia, ib).tolist(), np.maximum(ia, ib).tolist()):
         entry = candidates.get(key)
@@ -364,7 +598,7 @@ def search_table(table: Table, thresholds: Thresholds, policy: str = "resolution
             add(key, "cnn")
         timings["cnn_candidates"] = time.perf_counter() - t
     t = time.perf_counter()
-    scored = _decide(table, candidates, thresholds, vectors)
+    scored = _decide(table, candidates, thresholds, vectors, known)
     timings["verify"] = time.perf_counter() - t
     stats = {"items": len(table.ids), "skipped": len(skipped), "candidate_pairs": len(scored),
              "hash_candidates": sum("hash" in p.sources for p in scored),
@@ -440,35 +674,60 @@ def find_duplicates_in_folder(folder: str | os.PathLike, cache: str | os.PathLik
         folder: the folder (searched recursively; ``cache`` and ``exclude`` skipped).
         cache: where the scan cache and calibrated thresholds live (default ``folder/.lookalike``).
         thresholds: default: the cache's calibrated ones, else :class:`Thresholds`.
-        workers: scan processes.
+        workers: scan processes (``> 1``: scan, candidate search and pair checks
+            overlapped on one pool, see :func:`_scan_and_verify`; then ``stats["seconds"]``
+            has ``scan`` up to the last scanned chunk, ``verify_wait`` for the pair checks
+            still running after it, and ``candidates`` / ``verify`` for the parent's own
+            share of those stages).
 
     Returns:
         :class:`DedupResult` (ids are row numbers of the folder's sorted paths).
     """
-    from .calibrate import load_thresholds
+    import gc
 
+    from .calibrate import load_thresholds
     from .scan import _pool
 
     started = time.perf_counter()
-    if workers > 1:
-        # The decoders' modules are imported once here, before the workers fork, instead
-        # of once in every worker.
-        _preload_decoders()
-    # One pool of worker processes for the scan and the pair features (forked once).
-    pool = _pool(workers) if workers > 1 else None
+    # No cyclic garbage collection during the run: it makes few cycles, and a full
+    # collection of a large calling process's objects cost tens of milliseconds.
+    gc_enabled = gc.isenabled()
+    gc.disable()
+    pools: list = []
     try:
-        table, failures, cache_dir = folder_table(folder, cache, workers, progress, exclude, pool=pool)
-        scan_s = time.perf_counter() - started
+        folder = Path(folder).resolve()
+        cache_dir = Path(cache).resolve() if cache else folder / CACHE_DIR
         thresholds = thresholds or load_thresholds(cache_dir)
-        vectors = index = None
-        if thresholds.cnn_k > 0 and len(table.ids):
-            vectors = _cnn_vectors({i: it["path"] for i, it in table.items.items()}, workers)
-            index = _VectorIndex(vectors) if vectors else None
-        table.pool = pool
-        result = search_table(table, thresholds, policy, vectors, index, skipped=failures)
+        if workers > 1:
+            # The decoders' modules are imported once here, before the workers fork, instead
+            # of once in every worker.
+            _preload_decoders()
+        if workers > 1 and thresholds.cnn_k <= 0:
+            # Scan, candidate search and pair checks overlapped on one pool.
+            table, failures, hash_pairs, known, overlap_s = _scan_and_verify(
+                folder, cache_dir, exclude, thresholds.hash_radius, workers, pools, progress)
+            scan_s = overlap_s["scan"]
+            result = search_table(table, thresholds, policy, skipped=failures, hash_pairs=hash_pairs, known=known)
+            result.stats["seconds"]["candidates"] = round(overlap_s["candidates"] + result.stats["seconds"]["candidates"], 4)
+            result.stats["seconds"]["verify_wait"] = round(overlap_s["verify_wait"], 4)
+        else:
+            # One pool of worker processes for the scan and the pair features (forked once).
+            pool = _pool(workers) if workers > 1 else None
+            if pool is not None:
+                pools.append(pool)
+            table, failures, cache_dir = folder_table(folder, cache_dir, workers, progress, exclude, pool=pool)
+            scan_s = time.perf_counter() - started
+            vectors = index = None
+            if thresholds.cnn_k > 0 and len(table.ids):
+                vectors = _cnn_vectors({i: it["path"] for i, it in table.items.items()}, workers)
+                index = _VectorIndex(vectors) if vectors else None
+            table.pool = pool
+            result = search_table(table, thresholds, policy, vectors, index, skipped=failures)
     finally:
-        if pool is not None:
+        for pool in pools:
             pool.shutdown(wait=False)
+        if gc_enabled:
+            gc.enable()
     result.stats.setdefault("seconds", {})
     result.stats["seconds"]["scan"] = round(scan_s, 4)
     result.stats["seconds"]["total"] = round(time.perf_counter() - started, 4)

@@ -130,9 +130,17 @@ def _padded_rows(x: np.ndarray, pad: int) -> np.ndarray:
     """``(m, T, T)`` -> one ``(m * (T + 2 pad), T)`` float32 image: the thumbnails stacked
     with ``pad`` mirrored rows each side, so one OpenCV filter call treats every thumbnail
     exactly as it would alone (OpenCV's default border is the same reflection)."""
-    m, t = x.shape[0], x.shape[1]
-    return np.pad(x.astype(np.float32, copy=False), ((0, 0), (pad, pad), (0, 0)), mode="reflect").reshape(
-        m * (t + 2 * pad), x.shape[2])
+    m, t, w = x.shape
+    if pad >= t - 1:  # (the slices below need pad <= t - 2)
+        return np.pad(x.astype(np.float32, copy=False), ((0, 0), (pad, pad), (0, 0)), mode="reflect").reshape(
+            m * (t + 2 * pad), w)
+    # What np.pad(mode="reflect") gives (plain copies, so the same values), at a third
+    # of its cost.
+    out = np.empty((m, t + 2 * pad, w), np.float32)
+    out[:, pad:pad + t] = x
+    out[:, :pad] = x[:, pad:0:-1]
+    out[:, pad + t:] = x[:, t - 2:t - 2 - pad:-1]
+    return out.reshape(m * (t + 2 * pad), w)
 
 
 def _unpad(img: np.ndarray, m: int, pad: int) -> np.ndarray:
@@ -301,25 +309,15 @@ def thumbnail_features(variants: np.ndarray, thumbs: np.ndarray, a: np.ndarray, 
     Returns:
         ``hash_distance (m,) int64``, ``ncc (m,) float32``, ``grad_ncc (m,) float32``.
     """
-    from .mih import as_uint64, popcount
-    from .scan import variant_thumbs
-
     a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
     if not len(a):
         return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32)
-    v = variants.shape[1]
-    codes = as_uint64(variants.reshape(-1, 8)).reshape(len(variants), v)
-    d_ab = popcount(codes[a] ^ codes[b, :1])            # (m, V): variants of a vs b
-    d_ba = popcount(codes[b] ^ codes[a, :1])
-    a_first = d_ab.min(axis=1) <= d_ba.min(axis=1)
-    src, dst = np.where(a_first, a, b), np.where(a_first, b, a)
-    k = np.where(a_first, d_ab.argmin(axis=1), d_ba.argmin(axis=1))
-    hash_d = np.minimum(d_ab.min(axis=1), d_ba.min(axis=1))
+    hash_d, src, dst, k = pair_alignment(variants, a, b)
     ncc = np.empty(len(a), np.float32)
     grad = np.empty(len(a), np.float32)
     # Chunks small enough to stay in cache (and to spread over a pool).
     slices = [slice(s, s + _CHUNK) for s in range(0, len(a), _CHUNK)]
-    jobs = ((variant_thumbs(thumbs[src[sl]], k[sl]), thumbs[dst[sl], 0]) for sl in slices)
+    jobs = (pair_job(thumbs, src[sl], dst[sl], k[sl]) for sl in slices)
     if pool is not None and len(slices) > 1:
         done = pool.map(_aligned_correlations_job, jobs)
     else:
@@ -329,8 +327,46 @@ def thumbnail_features(variants: np.ndarray, thumbs: np.ndarray, a: np.ndarray, 
     return hash_d, ncc, grad
 
 
+def pair_alignment(variants: np.ndarray, a: np.ndarray, b: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """How :func:`thumbnail_features` aligns pairs ``(a[i], b[i])`` of scan rows: the
+    hash distance ``(m,) int64`` and, for the thumbnails, the row turned / cropped
+    (``src``), the row it is compared with (``dst``) and the variant ``k`` of ``src``
+    whose hash is closest to ``dst``'s (``a`` first on ties, so each pair must come in
+    the order of its rows)."""
+    from .mih import as_uint64, popcount
+
+    v = variants.shape[1]
+    ca = as_uint64(variants[a].reshape(-1, 8)).reshape(len(a), v)
+    cb = as_uint64(variants[b].reshape(-1, 8)).reshape(len(b), v)
+    d_ab = popcount(ca ^ cb[:, :1])            # (m, V): variants of a vs b
+    d_ba = popcount(cb ^ ca[:, :1])
+    a_first = d_ab.min(axis=1) <= d_ba.min(axis=1)
+    src, dst = np.where(a_first, a, b), np.where(a_first, b, a)
+    k = np.where(a_first, d_ab.argmin(axis=1), d_ba.argmin(axis=1))
+    hash_d = np.minimum(d_ab.min(axis=1), d_ba.min(axis=1))
+    return hash_d, src, dst, k
+
+
+def pair_job(thumbs: np.ndarray, src: np.ndarray, dst: np.ndarray, k: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """The thumbnails one :func:`_aligned_correlations_job` compares (``src`` turned /
+    cropped by its variant ``k``; ``dst`` as it is)."""
+    from .scan import variant_thumbs
+
+    return variant_thumbs(thumbs[src], k), thumbs[dst, 0]
+
+
 def _aligned_correlations_job(job: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return _aligned_correlations(*job)
+
+
+def _shared_pair_job(token: int, src: np.ndarray, dst: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_aligned_correlations_job` of :func:`pair_job` on the thumbnails in the
+    shared array ``token`` (:func:`lookalike.dedup.scan.shared_thumbs`)."""
+    from .scan import _SHARED
+
+    return _aligned_correlations(*pair_job(_SHARED[token], src, dst, k))
 
 
 #: Pairs per block of work in :func:`thumbnail_features`.
