@@ -280,7 +280,7 @@ class Collection:
         self._saved_generation: dict[str, int] = {}  # key -> generation of its index file
         # key -> committed changes not yet applied to the cached index (removed ids,
         # ids, matrices, row count): the cached index plus its backlog is current.
-        self._backlog: dict[str, tuple[list, list, list, list]] = {}
+        self._backlog: dict[str, tuple[list, list, list]] = {}  # key -> (removed, ids, matrices)
         self._row_cache: dict[int, tuple[str, str]] = {}
         self._row_cache_generation: int | None = None
         self._scales: dict[str, tuple[float, int]] = {}  # fusion scale per descriptor, with its generation
@@ -713,13 +713,12 @@ class Collection:
             return
         if not isinstance(cached[0], FaissIndex) or not cached[0].is_trained:
             return
-        backlog = self._backlog.setdefault(key, ([], [], [], [0]))
+        backlog = self._backlog.setdefault(key, ([], [], []))
         backlog[0].extend(removed)
         backlog[1].extend(ids)
         backlog[2].extend(matrices)
-        backlog[3][0] += len(ids)
         self._indexes[key] = (cached[0], generation)
-        if backlog[3][0] >= max(BACKLOG_ROWS, cached[0].ntotal):
+        if len(backlog[1]) >= max(BACKLOG_ROWS, cached[0].ntotal):
             self._flush_backlog(key)
 
     def _flush_backlog(self, key: str) -> None:
@@ -729,7 +728,7 @@ class Collection:
         if backlog is None or cached is None:
             return
         index = cached[0]
-        removed, ids, matrices, _ = backlog
+        removed, ids, matrices = backlog
         try:
             if removed:
                 index.remove(np.asarray(removed, dtype=np.int64))
