@@ -24,6 +24,20 @@ IN_FLIGHT_PER_WORKER = 4
 CHEAP_TASK_IMAGES = 256
 
 
+def read_file(path: str) -> tuple[os.stat_result, bytes]:
+    """``(stat, bytes)`` of a file through plain OS calls (a third of what ``open()``'s
+    buffered file object costs per small file); read to the end like ``fh.read()``."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        stat = os.fstat(fd)
+        parts = [os.read(fd, stat.st_size + 1)]
+        while parts[-1]:
+            parts.append(os.read(fd, 1 << 20))
+    finally:
+        os.close(fd)
+    return stat, parts[0] if len(parts) == 2 else b"".join(parts)
+
+
 def content_hash(data: bytes) -> str:
     """Hex BLAKE2b-128 of file bytes: identifies exact byte duplicates."""
     return hashlib.blake2b(data, digest_size=16).hexdigest()
@@ -167,10 +181,8 @@ class Extractor:
             try:
                 # Stat before reading: a file changed after the stat gets a newer mtime on
                 # the next run and is re-read, never the other way round.
-                with open(path, "rb") as fh:
-                    stat = os.fstat(fh.fileno())
-                    out.sizes[row], out.mtimes[row] = stat.st_size, stat.st_mtime
-                    data = fh.read()
+                stat, data = read_file(path)
+                out.sizes[row], out.mtimes[row] = stat.st_size, stat.st_mtime
                 digest = content_hash(data)
                 out.hashes[row] = digest
                 if known_hashes[row] is not None and known_hashes[row] == digest and job_keys[row] is None:
