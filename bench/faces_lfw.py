@@ -3,9 +3,14 @@
 What it measures (JSON to stdout and bench/results/faces_lfw.json; ROC to docs/img/lfw_roc.png):
 
 * View 1 (pairsDevTest, 1,000 pairs, 10-fold CV inside it): one row per pipeline choice
-  (face selection, upsample 0/1/2, no-face fallback, chip padding, mirror TTA, jitter).
-* View 2 (pairs.txt, 6,000 pairs, the standard 10 folds): the baseline and the chosen
-  settings, plus the ``face_recognition`` package with its defaults, run from a separate
+  (face selection, upsample 0/1/2, no-face fallback, chip padding, mirror TTA, unit-length
+  descriptors, test-time jitter: stage ``v1jitter``).
+* ``select``: the setting reported as the best is picked from the View 1 rows by
+  ``SELECTION_RULE`` (highest View 1 mean accuracy; ties -> fewer ResNet forward passes,
+  then higher View 1 AUC), written to the JSON as ``selection`` before View 2 is run.
+* View 2 (pairs.txt, 6,000 pairs, the standard 10 folds): the baseline, the earlier rows
+  and the setting chosen on View 1 (``view2_best``; marked ``chosen_on_view1``), plus the
+  ``face_recognition`` package with its defaults, run from a separate
   venv (``--peer-python``, default /work/bench-venv/bin/python) in the same run.
 * images/s (``speed``): ``FacePipeline.embed_many`` in 1 process and in ``--workers`` forked
   processes vs face_recognition (1 process: its API has none), interleaved rounds, medians.
@@ -15,13 +20,16 @@ What it measures (JSON to stdout and bench/results/faces_lfw.json; ROC to docs/i
 Compute is shared and small, so everything is cached under bench/results/cache/ and an
 interrupted run resumes: per image the detections/landmarks (``lfw_geom_*.pkl``, not
 tied to any embedding setting) and per face the descriptors, one file per embedding
-setting (``lfw_emb_p{padding}_j{jitters}.npz``; mirrored chips are extra keys).
+setting (``lfw_emb_p{padding}_j{jitters}.npz``; mirrored chips are extra keys; ``j4`` is
+lookalike's seeded jitter, ``lookalike.faces.embed.jitter_perturbations``).
 
 * LFW open-set identification with distractors (``ident``: the evaluation package's
   ``lfw-identification`` protocol, 300 people with 2+ images + 1,000 distractors by default),
   our best setting vs the face_recognition-equivalent embeddings.
 
-Usage:  python bench/faces_lfw.py [--workers 2] [--stages v1core,v2,v1extra,peer1,peer2,speed,ident,metric] [--limit N]
+Usage:  python bench/faces_lfw.py [--workers 2] [--stages v1core,v1jitter,select,v2,v1extra,peer1,peer2,speed,ident,metric] [--limit N]
+The View 1 -> selection -> View 2 path alone:
+        nice -n 10 python bench/faces_lfw.py --workers 2 --stages v1core,v1jitter,select,v2
 """
 from __future__ import annotations
 
@@ -632,8 +640,47 @@ VIEW1_EXTRA = [
     V("padding 0.20", padding=0.2),
     V("padding 0.30", padding=0.3),
 ]
-VIEW1_JITTER = V("num_jitters 4", jitters=4)
-STAGES = ("v1core", "v2", "v1extra", "peer1", "peer2", "speed", "ident", "metric")
+# Test-time jitter (lookalike's seeded version of dlib's jitter_image, every second copy
+# mirrored; see lookalike.faces.embed.jitter_perturbations) on top of the current best chain.
+_CHAIN = "u2+cnn+center"
+VIEW1_JITTER = [
+    V("fallback u2+cnn+centre + jitter 4", fallback=_CHAIN, jitters=4),
+    V("fallback u2+cnn+centre + jitter 4 + unit length", fallback=_CHAIN, jitters=4, normalize=True),
+]
+# 8 forward passes per face: above MAX_FORWARD_PASSES, so measured (v1extra --jitter) but no candidates.
+VIEW1_JITTER_MIRROR = [
+    V("fallback u2+cnn+centre + mirror + jitter 4", fallback=_CHAIN, mirror=True, jitters=4),
+    V("fallback u2+cnn+centre + mirror + jitter 4 + unit length", fallback=_CHAIN, mirror=True, jitters=4,
+      normalize=True),
+]
+STAGES = ("v1core", "v1jitter", "select", "v2", "v1extra", "peer1", "peer2", "speed", "ident", "metric")
+
+# How the setting reported on View 2 is chosen, written down before View 2 is looked at.
+MAX_FORWARD_PASSES = 4
+SELECTION_RULE = ("Among the View 1 rows (pairsDevTest, 10-fold CV within it; View 2 never consulted) "
+                  f"whose setting costs at most {MAX_FORWARD_PASSES} ResNet forward passes per face (cost cap "
+                  "fixed before any jitter result was seen, so that View 2 fits the compute budget): "
+                  "the highest mean accuracy; ties (equal accuracy) -> the fewest ResNet forward passes "
+                  "per face ((2 if mirror else 1) x max(1, jitters)); then the higher View 1 ROC AUC; "
+                  "then the first row in the bench's variant order.")
+
+
+def forward_passes(variant) -> int:
+    """ResNet forward passes per face: the embedding cost of a variant."""
+    return (2 if variant["mirror"] else 1) * max(1, variant["jitters"])
+
+
+def select_by_rule(rows, variants):
+    """Apply SELECTION_RULE to View 1 rows; returns (chosen variant, ranked candidate list)."""
+    order = {v["name"]: i for i, v in enumerate(variants)}
+    by_name = {v["name"]: v for v in variants}
+    cands = [r for r in rows if r["variant"] in by_name and forward_passes(by_name[r["variant"]]) <= MAX_FORWARD_PASSES]
+    ranked = sorted(cands, key=lambda r: (-round(r["accuracy_mean"], 9), forward_passes(by_name[r["variant"]]),
+                                          -r["roc_auc"], order[r["variant"]]))
+    table = [{"variant": r["variant"], "accuracy_mean": r["accuracy_mean"], "accuracy_std": r["accuracy_std"],
+              "roc_auc": r["roc_auc"], "tar_at_far_1e-3": r["tar_at_far_1e-3"],
+              "forward_passes_per_face": forward_passes(by_name[r["variant"]])} for r in ranked]
+    return by_name[ranked[0]["variant"]], table
 
 
 def _stop(signum, frame):
@@ -648,8 +695,12 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--stages", default=",".join(STAGES),
                     help=f"comma list, run in this order: {', '.join(STAGES)}")
-    ap.add_argument("--jitter", action="store_true", help="also try num_jitters=4 on View 1 (4x embed cost)")
-    ap.add_argument("--best", default=BEST, help="variant name reported as the best (View 2, ident, speed)")
+    ap.add_argument("--jitter", action="store_true",
+                    help="v1jitter (and v1extra) also run the mirror + jitter 4 rows (8x embed cost; above the "
+                         "selection's cost cap, so never chosen)")
+    ap.add_argument("--best", default="auto",
+                    help="variant reported as the best (View 2, ident, speed): 'auto' = the one SELECTION_RULE "
+                         f"picks from the View 1 rows (stage select; {BEST!r} if none), or a variant name")
     ap.add_argument("--peer-python", default="/work/bench-venv/bin/python")
     ap.add_argument("--peer-images", type=int, default=0,
                     help="peer1 on only the first N View 1 images: descriptor agreement, no accuracy")
@@ -704,8 +755,16 @@ def main():
         v2 = v2[:: max(1, len(v2) // args.limit)]
     v2_folds = np.array([p.fold for p in v2])
     v2_rels = sorted({rel_of(p.path_a) for p in v2} | {rel_of(p.path_b) for p in v2})
-    all_variants = VIEW1_CORE + VIEW1_EXTRA + [VIEW1_JITTER]
-    best = next(v for v in all_variants if v["name"] == args.best)
+    all_variants = VIEW1_CORE + VIEW1_EXTRA + VIEW1_JITTER + VIEW1_JITTER_MIRROR
+    by_name = {v["name"]: v for v in all_variants}
+
+    def current_best():
+        if args.best != "auto":
+            return by_name[args.best]
+        chosen = report.get("selection", {}).get("chosen")
+        return by_name[chosen] if chosen in by_name else by_name[BEST]
+
+    best = current_best()
     fast = next(v for v in all_variants if v["name"] == FAST)
     curves = {}
     peer_ok = Path(args.peer_python).exists()
@@ -721,18 +780,32 @@ def main():
         secs = [recs[r]["seconds"] for r in rels]
         return {"rows": rows, "seconds_per_image_median": round(float(np.median(secs)), 4)}
 
+    def add_view1_rows(rows):
+        """Add/replace (by variant name) View 1 rows, kept in the bench's variant order."""
+        report.setdefault("view1", {"pairs": len(v1), "images": len(v1_rels),
+                                    "protocol": "pairsDevTest, 10 interleaved folds within it", "rows": []})
+        merged = {r["variant"]: r for r in report["view1"]["rows"]}
+        merged.update({r["variant"]: r for r in rows})
+        order = {v["name"]: i for i, v in enumerate(all_variants)}
+        report["view1"]["rows"] = sorted(merged.values(), key=lambda r: order.get(r["variant"], len(order)))
+
     for stage in stages:
         log("stage", stage)
         if stage == "v1core":
             _, rows, _ = evaluate(v1, v1_folds, VIEW1_CORE, "view1")
-            report.setdefault("view1", {"pairs": len(v1), "images": len(v1_rels),
-                                        "protocol": "pairsDevTest, 10 interleaved folds within it", "rows": []})
-            report["view1"]["rows"] += rows
+            add_view1_rows(rows)
+        elif stage == "v1jitter":
+            _, rows, _ = evaluate(v1, v1_folds, VIEW1_JITTER + (VIEW1_JITTER_MIRROR if args.jitter else []), "view1")
+            add_view1_rows(rows)
         elif stage == "v1extra":
-            _, rows, _ = evaluate(v1, v1_folds, VIEW1_EXTRA + ([VIEW1_JITTER] if args.jitter else []), "view1")
-            report.setdefault("view1", {"pairs": len(v1), "images": len(v1_rels),
-                                        "protocol": "pairsDevTest, 10 interleaved folds within it", "rows": []})
-            report["view1"]["rows"] += rows
+            _, rows, _ = evaluate(v1, v1_folds, VIEW1_EXTRA + (VIEW1_JITTER + VIEW1_JITTER_MIRROR if args.jitter else []), "view1")
+            add_view1_rows(rows)
+        elif stage == "select":
+            chosen, table = select_by_rule(report["view1"]["rows"], all_variants)
+            report["selection"] = {"rule": SELECTION_RULE, "chosen": chosen["name"],
+                                   "chosen_settings": _library_settings(chosen), "ranked_view1": table}
+            best = current_best()
+            log("selected on View 1:", chosen["name"], "->", best["name"])
         elif stage == "v2":
             # Fold by fold, so an interrupted run still scores the folds it finished
             # (threshold chosen on the other finished folds).
@@ -741,6 +814,7 @@ def main():
             v2_variants = [VIEW1_CORE[0], VIEW1_CORE[1], VIEW1_CORE[2], VIEW1_CORE[5], VIEW1_CORE[8]]
             v2_variants += [v for v in VIEW1_CORE[9:] if v not in v2_variants]
             v2_variants += [best] if best not in v2_variants else []
+            report["view2_best"] = best["name"]
             fold_ids = sorted(set(v2_folds.tolist()))[: args.v2_folds]
             for k in fold_ids:
                 prepare([p for p in v2 if p.fold == k], v2_variants)
@@ -749,7 +823,9 @@ def main():
                     continue
                 sub = [p for p, keep in zip(v2, done) if keep]
                 _, rows, c = evaluate(sub, v2_folds[done], v2_variants, f"view2 folds<= {k}")
-                curves.update(c)
+                for row in rows:
+                    row["chosen_on_view1"] = row["variant"] == best["name"]
+                curves.update({(f"{n}  [chosen on View 1]" if n == best["name"] else n): cv for n, cv in c.items()})
                 report["view2"] = {"pairs": len(sub), "folds_done": k + 1, "of_folds": len(set(v2_folds.tolist())),
                                    "protocol": "pairs.txt, standard 10 folds (scored on the folds done)",
                                    "rows": rows}

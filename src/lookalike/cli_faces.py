@@ -47,12 +47,18 @@ FALLBACK_HELP = ("No-face fallback: none, whole, center, or a chain of steps joi
                  "(u<N>: HOG at upsample N, cnn: CNN detector, then whole/center), e.g. u2+cnn+center, "
                  "the chain measured best on LFW. For pre-cropped faces only.")
 NORMALIZE_HELP = "Unit-length descriptors (cosine-like distance; default cut 0.42 instead of 0.6)."
+JITTERS_HELP = ("Test-time jitter: average the descriptors of N slightly moved/zoomed/rotated copies of "
+                "each chip (seeded, deterministic; N times the embedding cost; 0 = off).")
 
 
-def _pipeline(upsample: int, fallback: str, mirror: bool, select: str = "center", normalize: bool = False):
+def _pipeline(upsample: int, fallback: str, mirror: bool, select: str = "center", normalize: bool = False,
+              jitters: int = 0):
     from .faces import FacePipeline
 
-    return FacePipeline(upsample=upsample, fallback=fallback, mirror=mirror, select=select, normalize=normalize)
+    if jitters < 0:
+        raise InputError(f"--jitters must be 0 or more, not {jitters}")
+    return FacePipeline(upsample=upsample, fallback=fallback, mirror=mirror, select=select, normalize=normalize,
+                        num_jitters=jitters)
 
 
 def _one_face(pipe, path: Path):
@@ -106,6 +112,7 @@ def index_cmd(
     fallback: str = typer.Option("none", "--fallback", help=FALLBACK_HELP + " New collections only."),
     mirror: bool = typer.Option(False, "--mirror/--no-mirror", help="Average with the mirrored chip (2x cost)."),
     normalize: bool = typer.Option(False, "--normalize/--no-normalize", help=NORMALIZE_HELP + " New collections only."),
+    jitters: int = typer.Option(0, "--jitters", help=JITTERS_HELP + " New collections only."),
     workers: int = typer.Option(1, "--workers", "-w", help="Extraction processes."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per commit."),
     json_out: bool = typer.Option(False, "--json"),
@@ -120,7 +127,8 @@ def index_cmd(
     if (db / MANIFEST).exists():
         coll = FaceCollection.open(db, writable=True)
     else:
-        coll = FaceCollection.create(db, _pipeline(upsample, fallback, mirror, select="largest", normalize=normalize), template=template)
+        coll = FaceCollection.create(db, _pipeline(upsample, fallback, mirror, select="largest", normalize=normalize,
+                                                    jitters=jitters), template=template)
     with coll:
         report = coll.add(folder, names=names, folder_names=folder_names and names is None, workers=workers,
                           batch_size=batch_size, progress=progress and not json_out and sys.stderr.isatty())
@@ -146,6 +154,7 @@ def verify_cmd(
     fallback: str = typer.Option("none", "--fallback", help=FALLBACK_HELP),
     mirror: bool = typer.Option(True, "--mirror/--no-mirror"),
     normalize: bool = typer.Option(False, "--normalize/--no-normalize", help=NORMALIZE_HELP),
+    jitters: int = typer.Option(0, "--jitters", help=JITTERS_HELP),
     json_out: bool = typer.Option(False, "--json", help='Print {"distance", "threshold", "same"}.'),
 ) -> None:
     """Are the (centre-most) faces of two photos the same person?"""
@@ -157,7 +166,7 @@ def verify_cmd(
         with FaceCollection.open(db) as coll:
             pipe, default = coll.pipeline, coll.threshold
     else:
-        pipe = _pipeline(upsample, fallback, mirror, normalize=normalize)
+        pipe = _pipeline(upsample, fallback, mirror, normalize=normalize, jitters=jitters)
         default = pipe.default_threshold
     a, b = _one_face(pipe, image_a), _one_face(pipe, image_b)
     result = verify(a.descriptor, b.descriptor, threshold=default if threshold is None else threshold)
