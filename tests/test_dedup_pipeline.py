@@ -247,3 +247,25 @@ def test_cache_writer_is_byte_identical_to_np_savez(tmp_path):
         _savez(fh, **arrays)
     np.savez(tmp_path / "numpy.npz", **arrays)
     assert (tmp_path / "ours.npz").read_bytes() == (tmp_path / "numpy.npz").read_bytes()
+
+
+def test_exif_rotated_jpeg_decodes_reduced_and_upright(ukbench_dir):
+    """A camera JPEG with an EXIF orientation takes the reduced luma decode too (no
+    full-size decode), turned upright: the same pixels as the upright copy without EXIF,
+    and the upright (EXIF-rotated) size."""
+    from PIL import Image
+
+    from lookalike.dedup.scan import SCAN_SIDE, decode_gray_small
+
+    photo = Image.open(sorted((ukbench_dir / "base_images").glob("*.jpg"))[0]).convert("RGB")  # 640 x 480
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise
+    buf = io.BytesIO()
+    photo.save(buf, "JPEG", quality=90, exif=exif.tobytes())
+    plain = io.BytesIO()
+    photo.save(plain, "JPEG", quality=90)
+    gray, width, height = decode_gray_small(buf.getvalue())
+    want, w0, h0 = decode_gray_small(plain.getvalue())
+    assert (width, height) == (480, 640) and (w0, h0) == (640, 480)
+    assert min(gray.shape) >= SCAN_SIDE and max(gray.shape) < 640 / 2  # decoded reduced
+    assert np.array_equal(gray, np.rot90(want, k=-1))  # orientation 6 = rotate 90 clockwise

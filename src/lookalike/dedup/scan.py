@@ -53,7 +53,7 @@ HASH_THUMB = 32
 #: image still has >= 64 px for the 64-px thumbnail.
 SCAN_SIDE = 80
 #: Version of the hashing recipe (a cache with another version is recomputed).
-SCAN_VERSION = 4
+SCAN_VERSION = 5
 
 
 @dataclass
@@ -221,7 +221,8 @@ def decode_gray_small(data: bytes) -> tuple[np.ndarray, int, int]:
     try:
         img = Image.open(io.BytesIO(data))
         fmt = img.format
-        plain = (fmt in ("JPEG", "PNG") and "exif" not in img.info and getattr(img, "n_frames", 1) == 1
+        exif = "exif" in img.info
+        plain = (fmt in ("JPEG", "PNG") and not (exif and fmt == "PNG") and getattr(img, "n_frames", 1) == 1
                  and 0 < img.width * img.height <= 1 << 26)
         if plain:
             width, height = img.size
@@ -235,7 +236,16 @@ def decode_gray_small(data: bytes) -> tuple[np.ndarray, int, int]:
                 # Gray straight from the decoder (only the luma channel is decoded), at
                 # 1/2^k scale where the image is large.
                 scale = max(1, min(width, height) // SCAN_SIDE)
+                # A camera photo's EXIF orientation is applied after the reduced decode
+                # (an exact transpose), as for any other JPEG: no full-size decode.
+                orientation = img.getexif().get(0x0112, 1) if exif else 1
                 img.draft("L", (width // scale, height // scale))
+                if orientation != 1:
+                    from PIL import ImageOps
+
+                    img = ImageOps.exif_transpose(img)
+                    if orientation in (5, 6, 7, 8):
+                        width, height = height, width
                 gray = np.asarray(img if img.mode == "L" else img.convert("L"), dtype=np.uint8)
                 if gray.ndim == 2:
                     return gray, width, height
