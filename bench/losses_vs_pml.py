@@ -34,46 +34,15 @@ import torch  # noqa: E402
 
 from _common import emit  # noqa: E402
 from lookalike.training import losses as L  # noqa: E402
+from lookalike.training.check_batches import CLASSES as C, DIM as D  # noqa: E402
+from lookalike.training.check_batches import classification_batch as cls_batch  # noqa: E402
+from lookalike.training.check_batches import labelled_batch as batch, with_weight  # noqa: E402
 from lookalike.training import miners as M  # noqa: E402
 from lookalike.training.miners import SemiHardMiner  # noqa: E402
 
-DT = torch.float64
-C, D = 5, 4  # classes and embedding size of the classification batch
 VALUE_TOL = {"rtol": 1e-7, "atol": 1e-9}
 GRAD_TOL = {"rtol": 1e-6, "atol": 1e-8}
 WEIGHT_GRAD_TOL = {"rtol": 1e-7, "atol": 1e-7}
-
-
-# ----------------------------------------------------------------------------- batches
-def batch(b_per_class=3, classes=4, dim=5, seed=0):
-    """Labelled embeddings; same-class items pulled together a little so distances
-    spread over both sides of the margins."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(classes * b_per_class, dim, generator=g, dtype=DT)
-    centres = torch.randn(classes, dim, generator=g, dtype=DT)
-    labels = torch.arange(classes).repeat_interleave(b_per_class)
-    x = x + 1.2 * centres[labels]
-    perm = torch.randperm(len(labels), generator=g)
-    return x[perm].contiguous(), labels[perm].contiguous()
-
-
-def cls_batch(seed=0, n=14):
-    """Embeddings with angles to their class weight spread over [0, pi], including
-    some almost opposite to it (past ArcFace's pi - m branch point)."""
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(C, D, generator=g, dtype=DT)
-    y = torch.randint(0, C, (n,), generator=g)
-    x = torch.randn(n, D, generator=g, dtype=DT) * 2.0
-    x[:3] = -w[y[:3]] * 1.5 + 0.05 * torch.randn(3, D, generator=g, dtype=DT)  # theta near pi
-    x[3:5] = w[y[3:5]] * 2.0 + 0.05 * torch.randn(2, D, generator=g, dtype=DT)  # theta near 0
-    return x, y, w
-
-
-def with_weight(loss, w):
-    loss = loss.double()
-    with torch.no_grad():
-        loss.weight.copy_(w)
-    return loss
 
 
 # ----------------------------------------------------------------------------- comparisons

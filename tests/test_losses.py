@@ -24,22 +24,12 @@ from lookalike.training.miners import (  # noqa: E402
     SemiHardMiner,
     pairwise_distances,
 )
-
-DT = torch.float64
+from lookalike.training.check_batches import CLASSES as C, DIM as D, DT  # noqa: E402
+from lookalike.training.check_batches import classification_batch as cls_batch  # noqa: E402
+from lookalike.training.check_batches import labelled_batch as batch, with_weight  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- fixtures / helpers
-def batch(b_per_class=3, classes=4, dim=5, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(classes * b_per_class, dim, generator=g, dtype=DT)
-    # Pull same-class items together a little so distances spread over "both sides".
-    centres = torch.randn(classes, dim, generator=g, dtype=DT)
-    labels = torch.arange(classes).repeat_interleave(b_per_class)
-    x = x + 1.2 * centres[labels]
-    perm = torch.randperm(len(labels), generator=g)
-    return x[perm].contiguous(), labels[perm].contiguous()
-
-
 def unit(v):
     return v / torch.sqrt((v * v).sum())
 
@@ -361,21 +351,6 @@ def test_supcon_matches_loop(t):
 
 
 # ----------------------------------------------------------------------------- classification losses
-C, D = 5, 4
-
-
-def cls_batch(seed=0, n=14):
-    """Embeddings with angles to their class weight spread over [0, pi], including
-    some almost opposite to it (past ArcFace's pi - m branch point)."""
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(C, D, generator=g, dtype=DT)
-    y = torch.randint(0, C, (n,), generator=g)
-    x = torch.randn(n, D, generator=g, dtype=DT) * 2.0
-    x[:3] = -w[y[:3]] * 1.5 + 0.05 * torch.randn(3, D, generator=g, dtype=DT)  # theta near pi
-    x[3:5] = w[y[3:5]] * 2.0 + 0.05 * torch.randn(2, D, generator=g, dtype=DT)  # theta near 0
-    return x, y, w
-
-
 def slow_ce(logit_rows, y):
     terms = []
     for row, t in zip(logit_rows, y.tolist()):
@@ -385,13 +360,6 @@ def slow_ce(logit_rows, y):
 
 def cos_rows(x, w):
     return [[(unit(xi) * unit(wc)).sum() for wc in w] for xi in x]
-
-
-def with_weight(loss, w):
-    loss = loss.double()
-    with torch.no_grad():
-        loss.weight.copy_(w)
-    return loss
 
 
 def compare_cls(loss, slow, x, y, w, extra=()):
