@@ -91,14 +91,14 @@ def test_descriptors_share_a_decode_only_at_the_same_draft_scale(lfw_dir, ukbenc
     size for lbp (draft 256) and phash (none): two decodes. A PNG never decodes reduced:
     one decode for all three. Either way each stored vector is the query vector."""
     from lookalike.extraction import Extractor
-    from lookalike.images import draft_scale
+    from lookalike.images import draft_scale, jpeg_frame_size
 
     jpeg = _lfw_files(lfw_dir, 1)[0]
     png = tmp_path / "photo.png"
     Image.open(sorted((ukbench_dir / "base_images").glob("*.jpg"))[0]).save(png)
     data = jpeg.read_bytes()
-    assert [draft_scale(data, side) for side in (None, 96, 256, 62, 31)] == [1, 2, 1, 4, 8]
-    assert draft_scale(png.read_bytes(), 96) == 1
+    assert [draft_scale(jpeg_frame_size(data), side) for side in (None, 96, 256, 62, 31)] == [1, 2, 1, 4, 8]
+    assert draft_scale(jpeg_frame_size(png.read_bytes()), 96) == 1
     ex = Extractor({k: make_descriptor(k) for k in ("color", "lbp", "phash")})
     assert sorted(len(g) for _, g in ex._decodes(data, ex._all_keys)) == [1, 2]
     assert len(ex._decodes(png.read_bytes(), ex._all_keys)) == 1

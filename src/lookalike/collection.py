@@ -35,7 +35,7 @@ from .atomic import atomic_write_text
 from .descriptors.base import Descriptor, make_descriptor
 from .errors import CollectionError, ConfigError, ImageLoadError, InputError, LookalikeError
 from .extraction import BatchResult, Job, extract_batches
-from .images import ImageSource, is_image_path, list_image_files, load_image
+from .images import ImageSource, is_image_path, list_image_files
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -471,8 +471,7 @@ class Collection:
                     if len(pixels) >= sample:
                         break
                     try:
-                        pixels.append(load_image(source, mode=d.image_mode, max_side=d.max_side,
-                                                 draft_side=d.draft_side).pixels)
+                        pixels.append(d.load(source))
                     except ImageLoadError:
                         continue
                 if not pixels:

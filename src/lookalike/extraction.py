@@ -15,7 +15,7 @@ import numpy as np
 
 from .descriptors.base import Descriptor, make_descriptor
 from .errors import ImageLoadError, LookalikeError
-from .images import adapt_pixels, draft_scale, load_image
+from .images import adapt_pixels, draft_scale, jpeg_frame_size, load_image
 
 HASH_CHUNK = 1 << 20
 #: Tasks queued per worker process (covers a commit stall of ~0.1 s on small images).
@@ -161,9 +161,10 @@ class Extractor:
         groups = self._draft_groups(keys)
         if len(groups) == 1:
             return groups
+        size = jpeg_frame_size(data)  # None (no reduced decode) for other formats
         by_scale: dict[int, tuple[int | None, list[str]]] = {}
         for draft, group in groups:
-            entry = by_scale.setdefault(draft_scale(data, draft), (draft, []))
+            entry = by_scale.setdefault(draft_scale(size, draft), (draft, []))
             entry[1].extend(group)
         return [(draft, tuple(group)) for draft, group in by_scale.values()]
 

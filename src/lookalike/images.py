@@ -182,14 +182,12 @@ GRAY_MODES = frozenset({"L", "1", "F", *_WIDE_GRAY_MODES})
 _SOF_PLAIN = (0xC0, 0xC1, 0xC2)  # baseline, extended and progressive Huffman frames
 
 
-def plain_jpeg_header(data: bytes) -> tuple[int, int, int] | None:
-    """``(width, height, components)`` of a JPEG that Pillow and OpenCV decode the same
-    way (8-bit, 1 or 3 components, Huffman coded, no EXIF block, no Adobe colour
-    transform marker, ending in an EOI marker); None for anything else, including
-    files that are not JPEG at all."""
-    if data[:2] != b"\xff\xd8" or data[-2:] != b"\xff\xd9":
-        return None  # not a JPEG, or truncated (Pillow reports that: let it)
-    pos, end = 2, len(data)
+def _jpeg_frame(data: bytes) -> tuple[int, bool] | None:
+    """Position of a JPEG's frame (SOF) marker and whether an EXIF or Adobe APP14
+    segment comes before it; None when the data is not JPEG or the scan starts first."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    pos, end, odd = 2, len(data), False
     while pos + 4 <= end:
         if data[pos] != 0xFF:
             return None
@@ -197,53 +195,51 @@ def plain_jpeg_header(data: bytes) -> tuple[int, int, int] | None:
         if marker == 0xFF:  # fill byte
             pos += 1
             continue
-        length = (data[pos + 2] << 8) | data[pos + 3]
-        if marker == 0xE1 and data[pos + 4:pos + 8] == b"Exif":
-            return None  # may carry an orientation: Pillow's path applies it
-        if marker == 0xEE:
-            return None  # Adobe APP14 (colour transform, CMYK)
+        if (marker == 0xE1 and data[pos + 4:pos + 8] == b"Exif") or marker == 0xEE:
+            odd = True  # EXIF may carry an orientation; APP14 a colour transform (CMYK)
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            if marker not in _SOF_PLAIN or pos + 10 > end or data[pos + 4] != 8:
-                return None
-            height = (data[pos + 5] << 8) | data[pos + 6]
-            width = (data[pos + 7] << 8) | data[pos + 8]
-            components = data[pos + 9]
-            return (width, height, components) if components in (1, 3) else None
+            return (pos, odd) if pos + 10 <= end else None
         if marker == 0xDA:
             return None  # scan before any frame header: malformed
-        pos += 2 + length
-    return None
-
-
-def _jpeg_frame_size(data: bytes) -> tuple[int, int] | None:
-    """``(width, height)`` from a JPEG's frame header (as stored: before any EXIF
-    rotation, which is what draft mode scales), or None when there is none."""
-    if data[:2] != b"\xff\xd8":
-        return None
-    pos, end = 2, len(data)
-    while pos + 9 <= end:
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:
-            pos += 1
-            continue
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            return (data[pos + 7] << 8) | data[pos + 8], (data[pos + 5] << 8) | data[pos + 6]
-        if marker == 0xDA:
-            return None
         pos += 2 + ((data[pos + 2] << 8) | data[pos + 3])
     return None
 
 
-def draft_scale(data: bytes, draft_side: int | None) -> int:
-    """The reduction (1, 2, 4 or 8) a decode of ``data`` with ``draft_side`` gets:
-    :func:`load_image` decodes two requests with the same scale into the same pixels
-    before any mode conversion or resize (only JPEGs decode at a reduced scale)."""
-    if draft_side is None:
-        return 1
-    size = _jpeg_frame_size(data)
-    if size is None:
+def plain_jpeg_header(data: bytes) -> tuple[int, int, int] | None:
+    """``(width, height, components)`` of a JPEG that Pillow and OpenCV decode the same
+    way (8-bit, 1 or 3 components, Huffman coded, no EXIF block, no Adobe colour
+    transform marker, ending in an EOI marker); None for anything else, including
+    files that are not JPEG at all."""
+    if data[-2:] != b"\xff\xd9":
+        return None  # truncated, or not a JPEG (Pillow reports that: let it)
+    frame = _jpeg_frame(data)
+    if frame is None or frame[1]:
+        return None
+    pos = frame[0]
+    if data[pos + 1] not in _SOF_PLAIN or data[pos + 4] != 8:
+        return None
+    height = (data[pos + 5] << 8) | data[pos + 6]
+    width = (data[pos + 7] << 8) | data[pos + 8]
+    components = data[pos + 9]
+    return (width, height, components) if components in (1, 3) else None
+
+
+def jpeg_frame_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from a JPEG's frame header (as stored: before any EXIF
+    rotation, which is what draft mode scales), or None when there is none."""
+    frame = _jpeg_frame(data)
+    if frame is None:
+        return None
+    pos = frame[0]
+    return (data[pos + 7] << 8) | data[pos + 8], (data[pos + 5] << 8) | data[pos + 6]
+
+
+def draft_scale(size: tuple[int, int] | None, draft_side: int | None) -> int:
+    """The reduction (1, 2, 4 or 8) a JPEG of ``size`` (:func:`jpeg_frame_size`; None
+    for anything else) decodes at for ``draft_side``: Pillow's draft(), the largest of 8,
+    4, 2 the image still covers. Two requests with the same scale decode to the same
+    pixels before any mode conversion or resize."""
+    if draft_side is None or size is None:
         return 1
     fit = min(size[0] // draft_side, size[1] // draft_side)
     return next((s for s in (8, 4, 2) if fit >= s), 1)
@@ -269,11 +265,7 @@ def _load_plain_jpeg(data: bytes, mode: str, max_side: int | None, keep_gray: bo
         import cv2
     except ImportError:
         return None
-    scale = 1
-    draft_side = max_side if draft_side is None else draft_side
-    if draft_side is not None:  # Pillow's draft(): largest of 8, 4, 2 the image still covers
-        fit = min(width // draft_side, height // draft_side)
-        scale = next((s for s in (8, 4, 2) if fit >= s), 1)
+    scale = draft_scale((width, height), max_side if draft_side is None else draft_side)
     flags = _CV2_FLAGS.get((gray, scale))
     if flags is None:
         flags = _cv2_flags(cv2, gray, scale)

@@ -622,13 +622,12 @@ def _cnn_vectors(paths: dict[int, str], workers: int = 1) -> dict[int, np.ndarra
     """CNN vectors of files (for ``cnn_k`` in folder mode: every image, the costly part)."""
     from ..descriptors.base import make_descriptor
     from ..errors import ImageLoadError
-    from ..images import load_image
 
     d = make_descriptor("cnn")
     ids, pixels = [], []
     for i, p in paths.items():
         try:
-            pixels.append(load_image(p, mode="RGB", max_side=d.max_side).pixels)
+            pixels.append(d.load(p))
             ids.append(i)
         except ImageLoadError:
             continue
@@ -812,10 +811,8 @@ def check_new(coll, files: Sequence[str | os.PathLike], thresholds: Thresholds |
     vectors = None
     _, cnn_key = descriptor_keys(coll)
     if cnn_key is not None and thresholds.cnn_k > 0 and n_new:
-        from ..images import load_image
-
         d = coll.descriptor(cnn_key)
-        q = d.transform_pixels([load_image(p, mode="RGB", max_side=d.max_side).pixels for p in scan.paths])
+        q = d.transform_pixels(d.load_batch(scan.paths))
         vectors = dict(zip(new_ids.tolist(), q))
         for key in cnn_neighbour_candidates(coll.index(cnn_key), new_ids, q, thresholds.cnn_k, thresholds.cnn_any - 0.25):
             add(key, "cnn")

@@ -275,13 +275,18 @@ class Descriptor:
         """Hook for families that derive caches from their learned state."""
 
     # -- transform --------------------------------------------------------------------
+    def load(self, image: ImageSource) -> np.ndarray:
+        """One source (path, bytes, array, PIL image) in this family's pixel format and
+        size: the one place that says how a descriptor reads an image.
+
+        Raises:
+            ImageLoadError: the source cannot be read or decoded.
+        """
+        return load_pixels(image, mode=self.image_mode, max_side=self.max_side, draft_side=self.draft_side)
+
     def load_batch(self, images: Iterable[ImageSource]) -> list[np.ndarray]:
         """Load sources (paths, bytes, arrays, PIL images) in this family's pixel format."""
-        out = []
-        for image in images:
-            out.append(load_pixels(image, mode=self.image_mode, max_side=self.max_side,
-                                   draft_side=self.draft_side))
-        return out
+        return [self.load(image) for image in images]
 
     def transform(self, images: "Sequence[ImageSource] | ImageSource") -> np.ndarray:
         """Describe images.
