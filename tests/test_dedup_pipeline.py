@@ -123,6 +123,13 @@ def _pillow_gray_small(data: bytes):
     img = Image.open(io.BytesIO(data))
     w, h = img.size
     if img.format == "PNG":
+        # 8-bit gray / RGB without transparency or interlacing: the samples as Pillow
+        # decodes them, RGB turned gray with OpenCV's weights; anything else: libpng's gray.
+        simple = data[24] == 8 and img.mode in ("L", "RGB") and "transparency" not in img.info \
+            and not img.info.get("interlace")
+        if simple:
+            pixels = np.asarray(img)
+            return (cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY) if pixels.ndim == 3 else pixels), w, h
         return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE), w, h
     s = max(1, min(w, h) // SCAN_SIDE)
     img.draft("L", (w // s, h // s))
@@ -140,9 +147,13 @@ def test_plain_decode_equals_pillow_path(ukbench_dir, tmp_path):
     im = Image.fromarray(arr)
     blobs = {}
     for name, kw in {"base": dict(format="JPEG", quality=80), "progressive": dict(format="JPEG", progressive=True),
-                     "png": dict(format="PNG"), "png_rgba": dict(format="PNG")}.items():
+                     "png": dict(format="PNG"), "png_rgba": dict(format="PNG"), "png_gray": dict(format="PNG"),
+                     "png_palette": dict(format="PNG"), "png_trns": dict(format="PNG", transparency=(30, 200, 90))
+                     }.items():
         buf = io.BytesIO()
-        (im.convert("RGBA") if name == "png_rgba" else im).save(buf, **kw)
+        src = {"png_rgba": im.convert("RGBA"), "png_gray": im.convert("L"),
+               "png_palette": im.convert("P", palette=Image.Palette.ADAPTIVE)}.get(name, im)
+        src.save(buf, **kw)
         blobs[name] = buf.getvalue()
     buf = io.BytesIO()
     im.convert("L").save(buf, format="JPEG")
@@ -158,6 +169,40 @@ def test_plain_decode_equals_pillow_path(ukbench_dir, tmp_path):
         ref = _pillow_gray_small(data)
         assert fast[1:] == ref[1:] and np.array_equal(fast[0], ref[0]), name
     assert fast_count >= 5
+
+
+def test_simple_png_rule():
+    """Only whole 8-bit gray / RGB PNGs without palette or transparency go to libspng."""
+    from PIL import Image
+
+    from lookalike.dedup.scan import _png_gray, _simple_png
+
+    arr = (np.random.default_rng(2).random((40, 50, 3)) * 255).astype(np.uint8)
+
+    def png(img, **kw):
+        buf = io.BytesIO()
+        img.save(buf, format="PNG", **kw)
+        return buf.getvalue()
+
+    im = Image.fromarray(arr)
+    rgb = png(im)
+    assert _simple_png(rgb) and _simple_png(png(im.convert("L")))
+    assert not _simple_png(png(im.convert("RGBA")))
+    assert not _simple_png(png(im.convert("P", palette=Image.Palette.ADAPTIVE)))
+    assert not _simple_png(png(im, transparency=(1, 2, 3)))
+    assert not _simple_png(png(Image.fromarray((arr[:, :, 0].astype(np.uint16) * 257)), bits=16))
+    # A damaged image-data chunk (wrong CRC) or a cut file: not simple, and the scan's
+    # PNG decoder (libpng then) refuses the damaged one rather than decoding it.
+    idat = rgb.index(b"IDAT")
+    length = int.from_bytes(rgb[idat - 4:idat], "big")
+    crc_at = idat + 4 + length
+    damaged = rgb[:crc_at] + bytes([rgb[crc_at] ^ 0xFF]) + rgb[crc_at + 1:]
+    assert not _simple_png(damaged) and not _simple_png(rgb[:-20])
+    assert _png_gray(damaged) is None
+    # The simple path's pixels: the samples, turned gray with OpenCV's weights.
+    import cv2
+
+    assert np.array_equal(_png_gray(rgb), cv2.cvtColor(arr, cv2.COLOR_RGB2GRAY))
 
 
 def test_plain_decode_leaves_unusual_files_to_pillow():

@@ -17,7 +17,7 @@ from lookalike import Collection
 from lookalike.descriptors.base import make_descriptor
 from lookalike.errors import ImageLoadError
 from lookalike.extraction import Extractor, Job, pack_jobs
-from lookalike.images import _load_plain_jpeg, load_image
+from lookalike.images import _load_plain_jpeg, load_image, plain_jpeg_header
 
 
 def _jpegs(shared_data: Path) -> list[Path]:
@@ -78,6 +78,13 @@ def test_fast_path_leaves_odd_jpegs_to_pillow(shared_data, tmp_path):
     assert _load_plain_jpeg(buffer.getvalue(), "RGB", None, False) is None
     assert load_image(buffer.getvalue()).pixels.shape == (640, 480, 3)  # rotated by Pillow's path
     assert _load_plain_jpeg(b"not a jpeg at all", "RGB", None, False) is None
+    # An MPO (two JPEGs, an APP2 "MPF" index in the first): Pillow opens it as frames.
+    buffer = io.BytesIO()
+    with Image.open(photo) as im:
+        im.save(buffer, "MPO", save_all=True, append_images=[im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
+    assert Image.open(io.BytesIO(buffer.getvalue())).format == "MPO"
+    assert plain_jpeg_header(buffer.getvalue()) is None
+    assert load_image(buffer.getvalue()).pixels.shape == (480, 640, 3)
 
 
 @pytest.mark.parametrize("spec", ["color:space=hsv,bins=8", "color:space=rgb,bins=4",

@@ -183,8 +183,9 @@ _SOF_PLAIN = (0xC0, 0xC1, 0xC2)  # baseline, extended and progressive Huffman fr
 
 
 def _jpeg_frame(data: bytes) -> tuple[int, bool] | None:
-    """Position of a JPEG's frame (SOF) marker and whether an EXIF or Adobe APP14
-    segment comes before it; None when the data is not JPEG or the scan starts first."""
+    """Position of a JPEG's frame (SOF) marker and whether an EXIF, MPF (APP2: an MPO,
+    which Pillow opens as several frames) or Adobe APP14 segment comes before it; None
+    when the data is not JPEG or the scan starts first."""
     if data[:2] != b"\xff\xd8":
         return None
     pos, end, odd = 2, len(data), False
@@ -195,7 +196,8 @@ def _jpeg_frame(data: bytes) -> tuple[int, bool] | None:
         if marker == 0xFF:  # fill byte
             pos += 1
             continue
-        if (marker == 0xE1 and data[pos + 4:pos + 8] == b"Exif") or marker == 0xEE:
+        if ((marker == 0xE1 and data[pos + 4:pos + 8] == b"Exif") or marker == 0xEE
+                or (marker == 0xE2 and data[pos + 4:pos + 8] == b"MPF\x00")):
             odd = True  # EXIF may carry an orientation; APP14 a colour transform (CMYK)
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
             return (pos, odd) if pos + 10 <= end else None
@@ -207,9 +209,9 @@ def _jpeg_frame(data: bytes) -> tuple[int, bool] | None:
 
 def plain_jpeg_header(data: bytes) -> tuple[int, int, int] | None:
     """``(width, height, components)`` of a JPEG that Pillow and OpenCV decode the same
-    way (8-bit, 1 or 3 components, Huffman coded, no EXIF block, no Adobe colour
-    transform marker, ending in an EOI marker); None for anything else, including
-    files that are not JPEG at all."""
+    way (8-bit, 1 or 3 components, Huffman coded, no EXIF block, not an MPO, no Adobe
+    colour transform marker, ending in an EOI marker); None for anything else,
+    including files that are not JPEG at all."""
     if data[-2:] != b"\xff\xd9":
         return None  # truncated, or not a JPEG (Pillow reports that: let it)
     frame = _jpeg_frame(data)

@@ -658,7 +658,7 @@ def _preload_decoders() -> None:
     import cv2  # noqa: F401
     from PIL import Image, JpegImagePlugin, PngImagePlugin  # noqa: F401
 
-    from .. import images  # noqa: F401
+    from .. import images, worker_memory  # noqa: F401
 
     Image.preinit()
 

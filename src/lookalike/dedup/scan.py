@@ -21,8 +21,9 @@ the mirror and the three quarter turns come from the image's own 8x8 coefficient
 no further transform (:func:`variant_hashes`).
 
 Speed: a file is opened, hashed (BLAKE2b) and decoded once; JPEGs decode only their luma
-channel at a reduced DCT scale, PNGs decode straight to gray (plain JPEGs and PNGs
-without opening them in Pillow: :func:`_decode_plain`, the same pixels as Pillow's path);
+channel at a reduced DCT scale, PNGs through libspng where they are simple
+(:func:`_png_gray`; plain JPEGs and PNGs without opening them in Pillow:
+:func:`_decode_plain`, the same pixels as Pillow's path);
 thumbnails are made by a
 bilinear resize to 128 px followed by an exact 2x area reduction (OpenCV's area resize is
 slow at fractional factors); the hashes of a chunk of files are computed together, and
@@ -53,7 +54,7 @@ HASH_THUMB = 32
 #: image still has >= 64 px for the 64-px thumbnail.
 SCAN_SIDE = 80
 #: Version of the hashing recipe (a cache with another version is recomputed).
-SCAN_VERSION = 5
+SCAN_VERSION = 6
 
 
 @dataclass
@@ -205,7 +206,7 @@ def decode_gray_small(data: bytes) -> tuple[np.ndarray, int, int]:
 
     JPEGs decode straight to gray at the smallest 1/2^k scale keeping both sides
     >= :data:`SCAN_SIDE` (Pillow draft mode), with no resize after it; plain PNGs decode
-    straight to gray with OpenCV. Anything unusual (another format, EXIF rotation,
+    at full size by :func:`_png_gray`. Anything unusual (another format, EXIF rotation,
     animation, errors) goes through :func:`lookalike.images.load_image`, which also gives
     the reasons for failures.
     """
@@ -227,9 +228,7 @@ def decode_gray_small(data: bytes) -> tuple[np.ndarray, int, int]:
         if plain:
             width, height = img.size
             if fmt == "PNG":
-                import cv2
-
-                gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+                gray = _png_gray(data)
                 if gray is not None and gray.shape == (height, width) and gray.dtype == np.uint8:
                     return gray, width, height
             else:
@@ -267,9 +266,10 @@ _JPEG_GRAY_FLAGS: dict[int, int] = {}
 
 def _plain_png_size(data: bytes) -> tuple[int, int] | None:
     """``(width, height)`` of a PNG that the Pillow path of :func:`decode_gray_small`
-    would hand to OpenCV unchanged (Pillow opens it: valid header and chunk CRCs up to
-    the image data, a known mode; no EXIF, no animation), read from its chunk headers
-    without opening it in Pillow; None for anything else (which then takes that path)."""
+    would hand to :func:`_png_gray` unchanged (Pillow opens it: valid header and chunk
+    CRCs up to the image data, a known mode; no EXIF, no animation), read from its chunk
+    headers without opening it in Pillow; None for anything else (which then takes
+    that path)."""
     import zlib
 
     end = len(data)
@@ -302,6 +302,63 @@ def _plain_png_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def _simple_png(data: bytes) -> bool:
+    """Whether a PNG is 8-bit gray or RGB, not interlaced, with no palette or
+    transparency chunk, and whole: every chunk up to the end chunk there with a right
+    CRC (libpng refuses a damaged image-data chunk; libspng, as pyspng sets it up,
+    would not, so a damaged file must not reach it). Such a file decodes to the same
+    samples in libspng as in libpng."""
+    import zlib
+
+    if len(data) < 33 or data[:8] != _PNG_MAGIC or data[12:16] != b"IHDR":
+        return False
+    if data[24] != 8 or data[25] not in (0, 2) or data[28] != 0:  # bit depth, colour type, interlace
+        return False
+    end, pos = len(data), 8
+    view = memoryview(data)
+    while pos + 12 <= end:
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        cid = data[pos + 4:pos + 8]
+        body_end = pos + 8 + length
+        if cid in (b"PLTE", b"tRNS") or body_end + 4 > end:
+            return False
+        if zlib.crc32(view[pos + 4:body_end]) != int.from_bytes(data[body_end:body_end + 4], "big"):
+            return False
+        if cid == b"IEND":
+            return True
+        pos = body_end + 4
+    return False
+
+
+def _png_gray(data: bytes) -> np.ndarray | None:
+    """Gray pixels of a PNG (None where it cannot be decoded): a :func:`_simple_png`
+    one through libspng (pyspng, a third fewer instructions than libpng), RGB turned
+    gray by OpenCV's BT.601 weights (these can differ by one level from libpng's own
+    conversion: every path of the scan uses this function, so a file always gets the
+    same pixels); any other PNG, or all where pyspng is missing, by OpenCV's libpng."""
+    import cv2
+
+    if _simple_png(data):
+        try:
+            import pyspng
+        except ImportError:
+            pyspng = None
+        if pyspng is not None:
+            try:
+                pixels = pyspng.load(data)
+            except (RuntimeError, ValueError):
+                return None
+            if pixels.dtype != np.uint8:
+                return None
+            if pixels.ndim == 3 and pixels.shape[2] == 3:
+                return cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
+            return pixels if pixels.ndim == 2 else None
+    try:
+        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    except cv2.error:
+        return None
+
+
 def _decode_plain(data: bytes) -> tuple[np.ndarray, int, int] | None:
     """:func:`decode_gray_small` for plain JPEGs and PNGs without opening them in Pillow
     (its per-file Python cost): the same pixels (the same libjpeg-turbo scaled decode to
@@ -314,7 +371,7 @@ def _decode_plain(data: bytes) -> tuple[np.ndarray, int, int] | None:
         from ..images import plain_jpeg_header
 
         header = plain_jpeg_header(data)
-        if header is None or b"MPF\x00" in data:  # an MPO's APP2 marker: Pillow's MPO path
+        if header is None:  # (an MPO, among others: Pillow's path)
             return None
         width, height, _ = header
         if not 0 < width * height <= 1 << 26:
@@ -340,12 +397,10 @@ def _decode_plain(data: bytes) -> tuple[np.ndarray, int, int] | None:
         size = _plain_png_size(data)
         if size is None:
             return None
-        try:
-            gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
-        except cv2.error:
-            return None
-        if gray is not None and gray.shape == (size[1], size[0]) and gray.dtype == np.uint8:
-            return gray, size[0], size[1]
+        width, height = size
+        gray = _png_gray(data)
+        if gray is not None and gray.shape == (height, width) and gray.dtype == np.uint8:
+            return gray, width, height
     return None
 
 
@@ -363,11 +418,35 @@ def _fast_thumb(gray: np.ndarray) -> np.ndarray:
     return cv2.resize(mid, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
 
 
+#: The bilinear 2 THUMB x 2 THUMB images of a small image and its crops, one above the
+#: other (reused by :func:`_thumbs_into`: one area resize halves all three at once).
+_MID: list[np.ndarray] = []
+
+
 def _thumbs_into(gray: np.ndarray, out: np.ndarray) -> None:
-    """Write the ``(3, T, T)`` thumbnails (image, centre crops) of ``gray`` into ``out``."""
-    out[0] = _fast_thumb(gray)
-    for i, f in enumerate(CROP_FRACTIONS):
-        out[1 + i] = _fast_thumb(centre_crop(gray, f))
+    """Write the ``(3, T, T)`` thumbnails (image, centre crops) of ``gray`` into ``out``
+    (each as :func:`_fast_thumb` makes it)."""
+    import cv2
+
+    if max(gray.shape) > 4 * THUMB or not out.flags.c_contiguous:
+        out[0] = _fast_thumb(gray)
+        for i, f in enumerate(CROP_FRACTIONS):
+            out[1 + i] = _fast_thumb(centre_crop(gray, f))
+        return
+    # The small-image path of _fast_thumb for the three, with the bilinear images
+    # written straight into one buffer and halved by a single area resize: the same
+    # pixels (an exact 2x area reduction never mixes rows of two stacked 2T-row images)
+    # in four OpenCV calls instead of six.
+    side = 2 * THUMB
+    if not _MID:
+        _MID.append(np.empty((len(out) * side, side), np.uint8))
+    mid = _MID[0]
+    cv2.resize(gray, (side, side), dst=mid[:side], interpolation=cv2.INTER_LINEAR)
+    for i, f in enumerate(CROP_FRACTIONS, 1):
+        cv2.resize(centre_crop(gray, f), (side, side), dst=mid[i * side:(i + 1) * side],
+                   interpolation=cv2.INTER_LINEAR)
+    cv2.resize(mid, (THUMB, len(out) * THUMB), dst=out.reshape(len(out) * THUMB, THUMB),
+               interpolation=cv2.INTER_AREA)
 
 
 def _scan_chunk(paths: Sequence[str]) -> tuple:
@@ -438,9 +517,12 @@ def _pool(workers: int):
         ctx = multiprocessing.get_context("fork")
     except ValueError:
         ctx = None
+    from ..worker_memory import keep_freed_memory
+
     # No per-worker OpenCV settings: changing OpenCV's thread pool in a forked child can
-    # block on the parent's threads, which the child does not have.
-    return ProcessPoolExecutor(workers, mp_context=ctx)
+    # block on the parent's threads, which the child does not have. Workers keep the
+    # memory they free (the pair checks' arrays are reused, not faulted in again).
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=keep_freed_memory)
 
 
 def guided_chunks(paths: Sequence[str], workers: int, largest: int = 64, smallest: int = 12) -> list[list[str]]:
