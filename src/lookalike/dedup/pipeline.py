@@ -652,17 +652,6 @@ class _VectorIndex:
         return SimpleNamespace(ids=np.where(rows >= 0, self.ids[rows], -1), distances=1.0 - sims)
 
 
-def _preload_decoders() -> None:
-    """Import what a scan worker uses (OpenCV, Pillow's JPEG and PNG plugins, the image
-    loader) in this process, so forked workers inherit the modules."""
-    import cv2  # noqa: F401
-    from PIL import Image, JpegImagePlugin, PngImagePlugin  # noqa: F401
-
-    from .. import images, worker_memory  # noqa: F401
-
-    Image.preinit()
-
-
 def find_duplicates_in_folder(folder: str | os.PathLike, cache: str | os.PathLike | None = None,
                               thresholds: Thresholds | None = None, policy: str = "resolution",
                               workers: int = 1, progress: bool = False,
@@ -697,10 +686,6 @@ def find_duplicates_in_folder(folder: str | os.PathLike, cache: str | os.PathLik
         folder = Path(folder).resolve()
         cache_dir = Path(cache).resolve() if cache else folder / CACHE_DIR
         thresholds = thresholds or load_thresholds(cache_dir)
-        if workers > 1:
-            # The decoders' modules are imported once here, before the workers fork, instead
-            # of once in every worker.
-            _preload_decoders()
         if workers > 1 and thresholds.cnn_k <= 0:
             # Scan, candidate search and pair checks overlapped on one pool.
             table, failures, hash_pairs, known, overlap_s = _scan_and_verify(
