@@ -8,6 +8,15 @@ What it measures (JSON to stdout and bench/results/faces_lfw.json; ROC to docs/i
 * ``select``: the setting reported as the best is picked from the View 1 rows by
   ``SELECTION_RULE`` (highest View 1 mean accuracy; ties -> fewer ResNet forward passes,
   then higher View 1 AUC), written to the JSON as ``selection`` before View 2 is run.
+* ``v1norm``: cohort score normalisation (``lookalike.faces.score_norm``: Z/T/S-norm and
+  adaptive S-norm over each face's top-k cohort scores, cosine or Euclidean) on five
+  descriptor settings of the final chain, scored on the whole of View 1 (3,200 pairs): DevTest
+  with a cohort of the DevTrain images, DevTrain with a cohort of the DevTest images (no
+  person in both). ``select`` then applies ``SELECTION_RULE_NORM`` to these rows (the earlier
+  DevTest-only pick is kept as ``selection_devtest_only``), and ``v2norm`` scores the chosen
+  (descriptor, scoring) on View 2 with, for test fold k, a cohort of the other nine folds'
+  images (``view2_norm``; the next five View 1 rows for the record).
+* ``v1chip``: CLAHE contrast equalisation of the chip before the ResNet (DevTest only; worse).
 * View 2 (pairs.txt, 6,000 pairs, the standard 10 folds): the baseline, the earlier rows
   and the setting chosen on View 1 (``view2_best``; marked ``chosen_on_view1``), plus the
   ``face_recognition`` package with its defaults, run from a separate
@@ -27,9 +36,9 @@ lookalike's seeded jitter, ``lookalike.faces.embed.jitter_perturbations``).
   ``lfw-identification`` protocol, 300 people with 2+ images + 1,000 distractors by default),
   our best setting vs the face_recognition-equivalent embeddings.
 
-Usage:  python bench/faces_lfw.py [--workers 2] [--stages v1core,v1jitter,select,v2,v1extra,peer1,peer2,speed,ident,metric] [--limit N]
+Usage:  python bench/faces_lfw.py [--workers 2] [--stages v1core,v1jitter,v1norm,select,v2,v2norm,...] [--limit N]
 The View 1 -> selection -> View 2 path alone:
-        nice -n 10 python bench/faces_lfw.py --workers 2 --stages v1core,v1jitter,select,v2
+        nice -n 10 python bench/faces_lfw.py --workers 2 --stages v1core,v1jitter,v1norm,select,v2,peer2,v2norm
 """
 from __future__ import annotations
 
@@ -74,6 +83,40 @@ def atomic_write(path: Path, write) -> None:
 
 # -- stage 1: detections + landmarks per image (independent of embedding settings) ----------
 
+CHIP_EQUALIZE = ("none", "clahe", "hist")
+
+
+def equalize_chip(chip: np.ndarray, method: str = "clahe", clip_limit: float = 2.0, tiles: int = 8) -> np.ndarray:
+    """Contrast-equalise an aligned chip on its luminance (stage v1chip: it lowered View 1 accuracy).
+
+    Args:
+        chip: ``uint8`` ``(S, S, 3)`` RGB chip from :meth:`FaceAligner.chip`.
+        method: ``"clahe"`` (OpenCV contrast-limited adaptive histogram equalisation,
+            ``clip_limit`` and ``tiles`` x ``tiles`` tiles), ``"hist"`` (global histogram
+            equalisation) or ``"none"`` (the chip unchanged).
+
+    Returns:
+        ``uint8`` ``(S, S, 3)``; a gray chip (R == G == B) stays gray. Colour chips are
+        equalised in YCrCb's Y channel, their chroma kept.
+    """
+    if method == "none":
+        return chip
+    import cv2
+
+    if method not in CHIP_EQUALIZE:
+        raise ValueError(f"unknown chip equalisation {method!r}; valid: {', '.join(CHIP_EQUALIZE)}")
+    ycc = cv2.cvtColor(np.ascontiguousarray(chip), cv2.COLOR_RGB2YCrCb)
+    y = ycc[:, :, 0]
+    if method == "clahe":
+        y = cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=(int(tiles), int(tiles))).apply(y)
+    else:
+        y = cv2.equalizeHist(y)
+    if np.array_equal(chip[:, :, 0], chip[:, :, 1]) and np.array_equal(chip[:, :, 1], chip[:, :, 2]):
+        return np.repeat(y[:, :, None], 3, axis=2)
+    ycc[:, :, 0] = y
+    return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
+
+
 _WORKER: dict = {}
 
 
@@ -101,13 +144,13 @@ def _geom_worker(job):
 
 def _embed_worker(job):
     """(relpath, padding, jitters, [(key, box, landmarks, flip)]) -> [(key, vector)]."""
-    rel, padding, jitters, faces = job
+    rel, padding, jitters, faces, equalize = job
     aligner = FaceAligner(padding=padding)
     embedder = _WORKER.setdefault(("emb", jitters), FaceEmbedder(num_jitters=jitters))
     pixels = FacePipeline.load(LFW / "images" / rel)
     chips = []
     for _, box, landmarks, flip in faces:
-        chip = aligner.chip(pixels, box, np.asarray(landmarks, dtype=np.float32))
+        chip = equalize_chip(aligner.chip(pixels, box, np.asarray(landmarks, dtype=np.float32)), equalize)
         chips.append(np.ascontiguousarray(chip[:, ::-1]) if flip else chip)
     vectors = embedder.embed(chips)
     return [(key, vec) for (key, *_), vec in zip(faces, vectors)]
@@ -170,13 +213,13 @@ class EmbeddingCache:
     def __init__(self):
         self.tables: dict[tuple, dict] = {}
 
-    def path(self, padding, jitters):
-        return CACHE / f"lfw_emb_p{padding}_j{jitters}.npz"
+    def path(self, padding, jitters, equalize="none"):
+        return CACHE / (f"lfw_emb_p{padding}_j{jitters}" + ("" if equalize == "none" else f"_{equalize}") + ".npz")
 
-    def table(self, padding, jitters):
-        key = (padding, jitters)
+    def table(self, padding, jitters, equalize="none"):
+        key = (padding, jitters, equalize)
         if key not in self.tables:
-            p = self.path(padding, jitters)
+            p = self.path(padding, jitters, equalize)
             table = {}
             if p.exists():
                 z = np.load(p)
@@ -184,33 +227,33 @@ class EmbeddingCache:
             self.tables[key] = table
         return self.tables[key]
 
-    def save(self, padding, jitters):
-        table = self.table(padding, jitters)
+    def save(self, padding, jitters, equalize="none"):
+        table = self.table(padding, jitters, equalize)
         keys = np.array(list(table.keys()))
         vectors = np.array(list(table.values()), dtype=np.float32).reshape(len(keys), 128)
-        atomic_write(self.path(padding, jitters), lambda fh: np.savez(fh, keys=keys, vectors=vectors))
+        atomic_write(self.path(padding, jitters, equalize), lambda fh: np.savez(fh, keys=keys, vectors=vectors))
 
-    def ensure(self, requests, padding, jitters, workers):
+    def ensure(self, requests, padding, jitters, workers, equalize="none"):
         """requests: {rel: [(key, box, landmarks, flip)]}."""
-        table = self.table(padding, jitters)
+        table = self.table(padding, jitters, equalize)
         jobs = []
         for rel, faces in requests.items():
             todo = [f for f in faces if f[0] not in table]
             if todo:
-                jobs.append((rel, padding, jitters, todo))
+                jobs.append((rel, padding, jitters, todo, equalize))
         last = [time.time()]
 
         def merge(result):
             table.update(result)
             if time.time() - last[0] > SAVE_EVERY_S:
-                self.save(padding, jitters)
+                self.save(padding, jitters, equalize)
                 last[0] = time.time()
 
         try:
-            run_pool(_embed_worker, jobs, workers, merge, f"embed p={padding} j={jitters}")
+            run_pool(_embed_worker, jobs, workers, merge, f"embed p={padding} j={jitters} equalize={equalize}")
         finally:
             if jobs:
-                self.save(padding, jitters)
+                self.save(padding, jitters, equalize)
 
 
 # -- variants --------------------------------------------------------------------------
@@ -265,7 +308,7 @@ def variant_requests(variant, geom, rels):
 
 
 def variant_vectors(variant, chosen, emb):
-    table = emb.table(variant["padding"], variant["jitters"])
+    table = emb.table(variant["padding"], variant["jitters"], variant.get("equalize", "none"))
     out = {}
     for rel, pick in chosen.items():
         if pick is None:
@@ -653,7 +696,15 @@ VIEW1_JITTER_MIRROR = [
     V("fallback u2+cnn+centre + mirror + jitter 4 + unit length", fallback=_CHAIN, mirror=True, jitters=4,
       normalize=True),
 ]
-STAGES = ("v1core", "v1jitter", "select", "v2", "v1extra", "peer1", "peer2", "speed", "ident", "metric")
+# Only for NORM_COMBOS (unit length without mirror was measured before as worse on View 1's DevTest).
+VIEW1_NORM_EXTRA = [V("fallback u2+cnn+centre + unit length", fallback=_CHAIN, normalize=True)]
+# Gray-chip contrast equalisation before the ResNet (stage v1chip, View 1 DevTest only): CLAHE
+# lost 1.7 points there, so it went no further (no DevTrain pass, never a candidate).
+VIEW1_CHIP = [V("fallback u2+cnn+centre + mirror + CLAHE chip", fallback=_CHAIN, mirror=True, equalize="clahe"),
+              V("fallback u2+cnn+centre + mirror + unit length + CLAHE chip", fallback=_CHAIN, mirror=True,
+                normalize=True, equalize="clahe")]
+STAGES = ("v1core", "v1jitter", "v1norm", "select", "v2", "v2norm", "v1extra", "v1chip", "peer1", "peer2", "speed",
+          "ident", "metric")
 
 # How the setting reported on View 2 is chosen, written down before View 2 is looked at.
 MAX_FORWARD_PASSES = 4
@@ -681,6 +732,145 @@ def select_by_rule(rows, variants):
               "roc_auc": r["roc_auc"], "tar_at_far_1e-3": r["tar_at_far_1e-3"],
               "forward_passes_per_face": forward_passes(by_name[r["variant"]])} for r in ranked]
     return by_name[ranked[0]["variant"]], table
+
+
+# -- cohort score normalisation (stages v1norm, select, v2norm) --------------------------------
+# Descriptor settings of the final detection chain (u2+cnn+centre) whose scores are normalised.
+NORM_BASES = [FAST, "fallback u2+cnn+centre + mirror", BEST, "fallback u2+cnn+centre + jitter 4",
+              "fallback u2+cnn+centre + jitter 4 + unit length"]
+# Above MAX_FORWARD_PASSES (measured on View 1 for the record, never candidates): averages of
+# cached descriptors, each unit length, then the mean scaled to unit length.
+NORM_COMBOS = {
+    "combo: mirror + jitter 4 (unit, averaged)": ["fallback u2+cnn+centre + mirror + unit length",
+                                                   "fallback u2+cnn+centre + jitter 4 + unit length"],
+    "combo: plain + jitter 4 (unit, averaged)": ["fallback u2+cnn+centre + unit length",
+                                                  "fallback u2+cnn+centre + jitter 4 + unit length"],
+}
+NORM_TOP_K = (50, 100, 200, 400)
+
+
+def NS(name, method=None, top_k=None, score="euclidean"):
+    return {"name": name, "method": method, "top_k": top_k, "score": score}
+
+
+NORM_SCORINGS = [NS("raw distance")] + [
+    NS(f"{m.upper()}-norm {sc}", m, None, sc) for sc in ("cosine", "euclidean") for m in ("z", "t", "s")] + [
+    NS(f"AS-norm {sc} top-{k}", "s", k, sc) for sc in ("cosine", "euclidean") for k in NORM_TOP_K]
+
+SELECTION_RULE_NORM = (
+    "Candidates: every (descriptor setting, scoring) row of stage v1norm whose descriptor costs at most "
+    f"{MAX_FORWARD_PASSES} ResNet forward passes per face; descriptor settings = the final chain "
+    "u2+cnn+centre: plain, + mirror, + mirror + unit length, + jitter 4, + jitter 4 + unit length; scorings = "
+    "raw Euclidean distance (the earlier rows), Z-/T-/S-norm over the whole cohort and adaptive S-norm "
+    f"(AS-norm) over each face's top-k cohort scores, k in {list(NORM_TOP_K)}, each with cosine or "
+    "Euclidean raw scores (lookalike.faces.score_norm). Scored on the whole of View 1 (View 2 never "
+    "consulted; widened from DevTest alone because 1,000 pairs cannot separate 0.1% differences): the "
+    "1,000 pairsDevTest pairs normalised with a cohort of the pairsDevTrain images plus the 2,200 "
+    "pairsDevTrain pairs normalised with a cohort of the pairsDevTest images (the two files share no "
+    "person; checked at run time), 3,200 pairs in 10 folds (fold = pair index mod 10 within each file), "
+    "threshold chosen on the other nine folds. Pick the highest mean accuracy; ties (equal to 1e-9) -> "
+    "the fewest forward passes per face; then no normalisation before Z/T before S before AS (simpler "
+    "first), larger k first; then the higher View 1 ROC AUC; then the first in the bench's order.")
+
+
+def scoring_rank(scoring) -> tuple:
+    """Simplicity order for ties: raw < Z/T < S (whole cohort) < AS (larger k first)."""
+    if scoring["method"] is None:
+        return (0, 0)
+    if scoring["method"] in ("z", "t"):
+        return (1, 0)
+    return (2, 0) if scoring["top_k"] is None else (3, -scoring["top_k"])
+
+
+def combo_vectors(parts: list[dict]) -> dict:
+    """unit(mean of the parts' unit-length descriptors), per image present in all parts."""
+    common = set.intersection(*(set(p) for p in parts))
+    out = {}
+    for rel in common:
+        v = np.mean([p[rel] / np.linalg.norm(p[rel]) for p in parts], axis=0)
+        out[rel] = v / np.linalg.norm(v)
+    return out
+
+
+class NormScorer:
+    """Pair scores of one descriptor table under every scoring, with cohort statistics cached."""
+
+    def __init__(self, vectors: dict, pairs, cohort_of):
+        """cohort_of(rel) -> a hashable cohort id; ``cohorts[id]`` the (m, 128) cohort."""
+        from lookalike.faces import score_norm
+
+        self.sn = score_norm
+        self.pairs = pairs
+        self.vectors = vectors
+        self.cohort_of = cohort_of
+        self._stats: dict = {}
+
+    def stats(self, rels, cohorts, top_k, score):
+        key = (top_k, score)
+        if key not in self._stats:
+            mu, sd = {}, {}
+            groups: dict = {}
+            for r in rels:
+                groups.setdefault(self.cohort_of(r), []).append(r)
+            for cid, members in groups.items():
+                x = np.stack([self.vectors[r] for r in members])
+                m, s = self.sn.cohort_stats(x, cohorts[cid], top_k, score)
+                mu.update(zip(members, m))
+                sd.update(zip(members, s))
+            self._stats[key] = (mu, sd)
+        return self._stats[key]
+
+    def scores(self, scoring, cohorts):
+        ra = [rel_of(p.path_a) for p in self.pairs]
+        rb = [rel_of(p.path_b) for p in self.pairs]
+        ok = np.array([a in self.vectors and b in self.vectors for a, b in zip(ra, rb)])
+        s = np.full(len(self.pairs), np.nan)
+        ia = [a for a, k in zip(ra, ok) if k]
+        ib = [b for b, k in zip(rb, ok) if k]
+        xa = np.stack([self.vectors[r] for r in ia])
+        xb = np.stack([self.vectors[r] for r in ib])
+        raw = self.sn.raw_scores(xa, xb, scoring["score"])
+        if scoring["method"] is None:
+            s[ok] = raw
+        else:
+            mu, sd = self.stats(sorted(set(ia) | set(ib)), cohorts, scoring["top_k"], scoring["score"])
+            s[ok] = self.sn.normalize_scores(raw, (np.array([mu[r] for r in ia]), np.array([sd[r] for r in ia])),
+                                             (np.array([mu[r] for r in ib]), np.array([sd[r] for r in ib])),
+                                             scoring["method"])
+        if (~ok).any():  # no face in one image: "very different", below every scored pair
+            s[~ok] = np.nanmin(s[ok]) - 1.0
+        return s
+
+
+def score_metrics(scores, is_same, folds) -> dict:
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    kf, _ = kfold(scores, is_same, folds)
+    fpr, tpr, _ = roc_curve(is_same, scores)
+    tar = float(np.max(tpr[fpr <= 1e-3])) if np.any(fpr <= 1e-3) else 0.0
+    return {"accuracy_mean": round(kf["mean_accuracy"], 5), "accuracy_std": round(kf["std_accuracy"], 5),
+            "roc_auc": round(float(roc_auc_score(is_same, scores)), 5), "tar_at_far_1e-3": round(tar, 4),
+            "fold_accuracies": [round(a, 5) for a in kf["fold_accuracies"]]}, (fpr, tpr)
+
+
+def people(pairs) -> set:
+    return {p.path_a.parent.name for p in pairs} | {p.path_b.parent.name for p in pairs}
+
+
+def select_by_rule_norm(rows, bases, scorings):
+    """Apply SELECTION_RULE_NORM to the v1norm rows; returns (chosen row, ranked candidate table)."""
+    passes = {b["name"]: forward_passes(b) for b in bases}
+    sc = {s["name"]: s for s in scorings}
+    order = {(r["variant"], r["scoring"]): i for i, r in enumerate(rows)}
+    cands = [r for r in rows if r["variant"] in passes and passes[r["variant"]] <= MAX_FORWARD_PASSES
+             and r["scoring"] in sc]
+    ranked = sorted(cands, key=lambda r: (-round(r["full_view1"]["accuracy_mean"], 9), passes[r["variant"]],
+                                          scoring_rank(sc[r["scoring"]]), -r["full_view1"]["roc_auc"],
+                                          order[(r["variant"], r["scoring"])]))
+    table = [{"variant": r["variant"], "scoring": r["scoring"], "forward_passes_per_face": passes[r["variant"]],
+              **{k: r["full_view1"][k] for k in ("accuracy_mean", "accuracy_std", "roc_auc", "tar_at_far_1e-3")},
+              "devtest_accuracy_mean": r["devtest"]["accuracy_mean"]} for r in ranked]
+    return ranked[0], table
 
 
 def _stop(signum, frame):
@@ -728,7 +918,7 @@ def main():
         ensure_geometry(geom, variants, rels, args.workers)
         for v in variants:
             requests, _ = variant_requests(v, geom, rels)
-            emb.ensure(requests, v["padding"], v["jitters"], args.workers)
+            emb.ensure(requests, v["padding"], v["jitters"], args.workers, v.get("equalize", "none"))
 
     def evaluate(pairs, folds, variants, tag):
         rels = sorted({rel_of(p.path_a) for p in pairs} | {rel_of(p.path_b) for p in pairs})
@@ -755,14 +945,28 @@ def main():
         v2 = v2[:: max(1, len(v2) // args.limit)]
     v2_folds = np.array([p.fold for p in v2])
     v2_rels = sorted({rel_of(p.path_a) for p in v2} | {rel_of(p.path_b) for p in v2})
-    all_variants = VIEW1_CORE + VIEW1_EXTRA + VIEW1_JITTER + VIEW1_JITTER_MIRROR
+    all_variants = VIEW1_CORE + VIEW1_EXTRA + VIEW1_JITTER + VIEW1_JITTER_MIRROR + VIEW1_NORM_EXTRA + VIEW1_CHIP
+    v1_train = read_lfw_pairs(LFW / "pairsDevTrain.txt")
+    if args.limit:
+        v1_train = v1_train[: args.limit // 2] + v1_train[1100 : 1100 + args.limit // 2]
     by_name = {v["name"]: v for v in all_variants}
 
     def current_best():
         if args.best != "auto":
             return by_name[args.best]
-        chosen = report.get("selection", {}).get("chosen")
+        sel = report.get("selection", {})
+        chosen = sel.get("chosen_variant", sel.get("chosen"))
         return by_name[chosen] if chosen in by_name else by_name[BEST]
+
+    def base_vectors(name, pairs):
+        """rel -> descriptor for the images of ``pairs`` (a variant or a NORM_COMBOS entry)."""
+        rels = sorted({rel_of(p.path_a) for p in pairs} | {rel_of(p.path_b) for p in pairs})
+        if name in NORM_COMBOS:
+            return combo_vectors([base_vectors(part, pairs) for part in NORM_COMBOS[name]])
+        v = by_name[name]
+        prepare(pairs, [v])
+        _, chosen = variant_requests(v, geom, rels)
+        return variant_vectors(v, chosen, emb)
 
     best = current_best()
     fast = next(v for v in all_variants if v["name"] == FAST)
@@ -797,22 +1001,120 @@ def main():
         elif stage == "v1jitter":
             _, rows, _ = evaluate(v1, v1_folds, VIEW1_JITTER + (VIEW1_JITTER_MIRROR if args.jitter else []), "view1")
             add_view1_rows(rows)
+        elif stage == "v1chip":
+            _, rows, _ = evaluate(v1, v1_folds, VIEW1_CHIP, "view1")
+            for row in rows:
+                row["equalize"] = by_name[row["variant"]]["equalize"]
+            add_view1_rows(rows)
         elif stage == "v1extra":
             _, rows, _ = evaluate(v1, v1_folds, VIEW1_EXTRA + (VIEW1_JITTER + VIEW1_JITTER_MIRROR if args.jitter else []), "view1")
             add_view1_rows(rows)
+        elif stage == "v1norm":
+            # The whole of View 1, each half scored with a cohort of the other half's images.
+            shared = people(v1) & people(v1_train)
+            if shared:  # not the case for the LFW files; kept so the cohorts stay person-disjoint
+                log(f"v1norm: {len(shared)} people in both DevTrain and DevTest; left out of the cohorts")
+            halves = {"devtest": v1, "devtrain": v1_train}
+            rows = []
+            bases = NORM_BASES + list(NORM_COMBOS)
+            for base in bases:
+                vec = {h: base_vectors(base, ps) for h, ps in halves.items()}
+                cohorts = {h: np.stack([x for r, x in sorted(vec[o].items()) if r.split("/")[0] not in shared])
+                           for h, o in (("devtest", "devtrain"), ("devtrain", "devtest"))}
+                scorers = {h: NormScorer(vec[h], ps, lambda r, h=h: h) for h, ps in halves.items()}
+                y = np.array([p.same for p in v1] + [p.same for p in v1_train])
+                folds = np.concatenate([np.arange(len(v1)) % 10, np.arange(len(v1_train)) % 10])
+                for scoring in NORM_SCORINGS:
+                    st = scorers["devtest"].scores(scoring, cohorts)
+                    sr = scorers["devtrain"].scores(scoring, cohorts)
+                    full, _ = score_metrics(np.concatenate([st, sr]), y, folds)
+                    dev, _ = score_metrics(st, y[: len(v1)], v1_folds)
+                    full.pop("fold_accuracies")  # 105 rows: the JSON stays readable
+                    dev.pop("fold_accuracies")
+                    rows.append({"variant": base, "scoring": scoring["name"], **{k: scoring[k] for k in
+                                 ("method", "top_k", "score")},
+                                 "forward_passes_per_face": forward_passes(by_name[base]) if base in by_name
+                                 else sum(forward_passes(by_name[p]) for p in NORM_COMBOS[base]),
+                                 "full_view1": full, "devtest": dev})
+                    log("v1norm", base, "|", scoring["name"], full["accuracy_mean"], full["roc_auc"],
+                        "devtest", dev["accuracy_mean"])
+            report["view1_norm"] = {
+                "protocol": "pairsDevTest (1,000) with a cohort of the pairsDevTrain images + pairsDevTrain "
+                            "(2,200) with a cohort of the pairsDevTest images; 10 folds = pair index mod 10 "
+                            "within each file; 'devtest' = the DevTest pairs alone, 10-fold within",
+                "people_shared_devtrain_devtest": len(shared),
+                "cohort_images": {h: int(len(c)) for h, c in cohorts.items()}, "rows": rows}
         elif stage == "select":
-            chosen, table = select_by_rule(report["view1"]["rows"], all_variants)
-            report["selection"] = {"rule": SELECTION_RULE, "chosen": chosen["name"],
-                                   "chosen_settings": _library_settings(chosen), "ranked_view1": table}
+            if "view1_norm" in report:
+                if "rule" in report.get("selection", {}) and report["selection"]["rule"] == SELECTION_RULE:
+                    report["selection_devtest_only"] = report["selection"]  # the earlier rule's pick, kept
+                bases = [by_name[b] for b in NORM_BASES]
+                row, table = select_by_rule_norm(report["view1_norm"]["rows"], bases, NORM_SCORINGS)
+                chosen = by_name[row["variant"]]
+                scoring = next(s for s in NORM_SCORINGS if s["name"] == row["scoring"])
+                report["selection"] = {"rule": SELECTION_RULE_NORM, "chosen": f"{row['variant']} | {row['scoring']}",
+                                       "chosen_variant": row["variant"], "chosen_scoring": scoring,
+                                       "chosen_settings": _library_settings(chosen), "ranked_view1": table}
+            else:
+                chosen, table = select_by_rule(report["view1"]["rows"], all_variants)
+                report["selection"] = {"rule": SELECTION_RULE, "chosen": chosen["name"],
+                                       "chosen_settings": _library_settings(chosen), "ranked_view1": table}
             best = current_best()
-            log("selected on View 1:", chosen["name"], "->", best["name"])
+            log("selected on View 1:", report["selection"]["chosen"], "->", best["name"])
+        elif stage == "v2norm":
+            # Cohort for the pairs of test fold k = the images of the other nine folds' pairs
+            # (View 2 folds share no person; checked here).
+            sel = report["selection"]
+            if "chosen_scoring" not in sel:
+                raise SystemExit("v2norm needs a selection made by SELECTION_RULE_NORM (stages v1norm,select)")
+            fold_people = [people([p for p in v2 if p.fold == k]) for k in sorted(set(v2_folds.tolist()))]
+            overlap = sum(len(a & b) for i, a in enumerate(fold_people) for b in fold_people[i + 1:])
+            if overlap:
+                raise SystemExit(f"View 2 folds share {overlap} people: the fold cohorts would not be disjoint")
+            fold_of_rel = {}
+            for p in v2:
+                fold_of_rel[rel_of(p.path_a)] = fold_of_rel[rel_of(p.path_b)] = p.fold
+            ranked = sel["ranked_view1"]
+            wanted = [(sel["chosen_variant"], sel["chosen_scoring"]["name"])]
+            wanted += [(sel["chosen_variant"], "raw distance")]  # the same descriptors unnormalised
+            wanted += [(r["variant"], r["scoring"]) for r in ranked[:5]]  # the runners-up, for the record
+            wanted = list(dict.fromkeys(wanted))
+            rows = []
+            for base in dict.fromkeys(b for b, _ in wanted):
+                vec = base_vectors(base, v2)
+                rels = sorted(vec)
+                cohorts = {k: np.stack([vec[r] for r in rels if fold_of_rel[r] != k])
+                           for k in sorted(set(v2_folds.tolist()))}
+                scorer = NormScorer(vec, v2, lambda r: fold_of_rel[r])
+                for b, sname in wanted:
+                    if b != base:
+                        continue
+                    scoring = next(s for s in NORM_SCORINGS if s["name"] == sname)
+                    m, curve = score_metrics(scorer.scores(scoring, cohorts), np.array([p.same for p in v2]),
+                                             v2_folds)
+                    is_chosen = (b, sname) == wanted[0]
+                    rows.append({"variant": b, "scoring": sname, "chosen_on_view1": is_chosen, **m})
+                    if is_chosen:
+                        chosen_curve = (f"{b} | {sname}  [chosen on View 1]", curve)
+                    log("v2norm", b, "|", sname, m["accuracy_mean"], m["accuracy_std"], m["tar_at_far_1e-3"])
+            report["view2_norm"] = {"pairs": len(v2), "protocol": "pairs.txt, standard 10 folds; cohort for "
+                                    "fold k = the images of the other nine folds' pairs; threshold on nine folds",
+                                    "cohort_images_median": int(np.median([len(c) for c in cohorts.values()])),
+                                    "rows": rows}
+            report["view2_best"] = sel["chosen"]
+            # The plot: the chosen setting against a few reference rows (stages v2 / peer2 of this run).
+            keep = [VIEW1_CORE[0]["name"], FAST, "fallback u2+cnn+centre + jitter 4", sel["chosen_variant"],
+                    "face_recognition defaults, center face, no-face -> whole-image location"]
+            shown = {n: curves[n] for n in keep if n in curves}
+            shown[chosen_curve[0]] = chosen_curve[1]
+            plot_roc(shown, f"LFW View 2 (grayscale), {len(v2)} pairs")
         elif stage == "v2":
             # Fold by fold, so an interrupted run still scores the folds it finished
             # (threshold chosen on the other finished folds).
             # VIEW1_CORE[2] (highest-score face, no fallback, no mirror) is the
             # face_recognition-equivalent pipeline (same box and descriptor on 58/59 images).
             v2_variants = [VIEW1_CORE[0], VIEW1_CORE[1], VIEW1_CORE[2], VIEW1_CORE[5], VIEW1_CORE[8]]
-            v2_variants += [v for v in VIEW1_CORE[9:] if v not in v2_variants]
+            v2_variants += [v for v in VIEW1_CORE[9:] + VIEW1_JITTER[:1] if v not in v2_variants]
             v2_variants += [best] if best not in v2_variants else []
             report["view2_best"] = best["name"]
             fold_ids = sorted(set(v2_folds.tolist()))[: args.v2_folds]
@@ -823,9 +1125,12 @@ def main():
                     continue
                 sub = [p for p, keep in zip(v2, done) if keep]
                 _, rows, c = evaluate(sub, v2_folds[done], v2_variants, f"view2 folds<= {k}")
+                # With a normalised scoring chosen (stage v2norm), the raw-distance rows are not it.
+                raw_chosen = report.get("selection", {}).get("chosen_scoring", {}).get("method") is None
                 for row in rows:
-                    row["chosen_on_view1"] = row["variant"] == best["name"]
-                curves.update({(f"{n}  [chosen on View 1]" if n == best["name"] else n): cv for n, cv in c.items()})
+                    row["chosen_on_view1"] = raw_chosen and row["variant"] == best["name"]
+                curves.update({(f"{n}  [chosen on View 1]" if raw_chosen and n == best["name"] else n): cv
+                               for n, cv in c.items()})
                 report["view2"] = {"pairs": len(sub), "folds_done": k + 1, "of_folds": len(set(v2_folds.tolist())),
                                    "protocol": "pairs.txt, standard 10 folds (scored on the folds done)",
                                    "rows": rows}

@@ -155,26 +155,42 @@ def verify_cmd(
     mirror: bool = typer.Option(True, "--mirror/--no-mirror"),
     normalize: bool = typer.Option(False, "--normalize/--no-normalize", help=NORMALIZE_HELP),
     jitters: int = typer.Option(0, "--jitters", help=JITTERS_HELP),
-    json_out: bool = typer.Option(False, "--json", help='Print {"distance", "threshold", "same"}.'),
+    score_norm: bool = typer.Option(True, "--score-norm/--no-score-norm",
+                                    help="With --db holding a cohort (`faces calibrate --score-norm`): decide on "
+                                         "the cohort-normalised score (--threshold is then a score cut) instead "
+                                         "of the distance."),
+    json_out: bool = typer.Option(False, "--json", help='Print {"distance", "threshold", "same"} (+ "score", '
+                                  '"score_norm" when a cohort is used).'),
 ) -> None:
     """Are the (centre-most) faces of two photos the same person?"""
     from .faces import verify
 
+    normalizer = None
     if db is not None:
         from .faces.collection import FaceCollection
 
         with FaceCollection.open(db) as coll:
             pipe, default = coll.pipeline, coll.threshold
+            normalizer = coll.score_normalizer() if score_norm else None
     else:
         pipe = _pipeline(upsample, fallback, mirror, normalize=normalize, jitters=jitters)
         default = pipe.default_threshold
     a, b = _one_face(pipe, image_a), _one_face(pipe, image_b)
-    result = verify(a.descriptor, b.descriptor, threshold=default if threshold is None else threshold)
+    if normalizer is not None:
+        norm, score_threshold = normalizer
+        result = norm.verify(a.descriptor, b.descriptor, score_threshold if threshold is None else threshold)
+        result["score_norm"] = norm.settings()
+    else:
+        result = verify(a.descriptor, b.descriptor, threshold=default if threshold is None else threshold)
     if json_out:
         _print_json(result)
         return
     verdict = "[green]same person[/]" if result["same"] else "[red]different people[/]"
-    _console().print(f"{verdict}: distance {result['distance']:.4f} (threshold {result['threshold']:.4f})")
+    if "score" in result:
+        _console().print(f"{verdict}: normalised score {result['score']:.4f} (threshold {result['threshold']:.4f}; "
+                         f"distance {result['distance']:.4f})")
+    else:
+        _console().print(f"{verdict}: distance {result['distance']:.4f} (threshold {result['threshold']:.4f})")
 
 
 @faces_app.command("identify")
@@ -276,10 +292,24 @@ def calibrate_cmd(
                                          "pairsDevTrain.txt in ../shared/data/lfw)."),
     images: Optional[Path] = typer.Option(None, "--images", help="Image root of the pairs (default: beside it)."),
     far: Optional[float] = typer.Option(1e-3, "--far", help="Target false-accept rate; 0 or less: best accuracy."),
+    score_norm: bool = typer.Option(False, "--score-norm/--no-score-norm",
+                                    help="Also store a cohort for score normalisation (AS-norm) and its score "
+                                         "threshold, calibrated on the same pairs; `faces verify --db` uses it."),
+    cohort: Optional[Path] = typer.Option(None, "--cohort", help="LFW-format pairs file whose images form the "
+                                          "cohort (default: LFW View 1 pairsDevTest.txt); its people that are "
+                                          "in --pairs are left out."),
+    cohort_images: Optional[Path] = typer.Option(None, "--cohort-images",
+                                                 help="Image root of --cohort (default: beside it)."),
+    top_k: int = typer.Option(200, "--top-k", help="Score normalisation: each face's top-k cohort scores "
+                              "(0: the whole cohort, plain S-norm)."),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Choose the collection's distance threshold on labelled pairs (with its own pipeline)."""
-    from .faces import calibrate_threshold, pair_distances, read_lfw_pairs
+    """Choose the collection's distance threshold on labelled pairs (with its own pipeline).
+
+    With --score-norm, also a cohort of other people's faces and a threshold on the
+    cohort-normalised score (adaptive symmetric normalisation, Euclidean scores: the
+    setting chosen on LFW View 1; lookalike.faces.score_norm)."""
+    from .faces import calibrate_threshold, face_distance, read_lfw_pairs
     from .faces.collection import FaceCollection
 
     if pairs is None:
@@ -293,20 +323,73 @@ def calibrate_cmd(
     missing = [str(p) for pair in labelled for p in (pair.path_a, pair.path_b) if not p.exists()]
     if missing:
         raise InputError(f"{pairs}: {len(missing)} images not found, e.g. {missing[0]} (use --images DIR)")
+    cohort_pairs = None
+    if score_norm:
+        cohort = cohort or default_lfw() / "pairsDevTest.txt"
+        if not cohort.exists():
+            raise InputError(f"{cohort}: no such cohort pairs file (pass --cohort FILE)")
+        if top_k < 0 or top_k == 1:
+            raise InputError(f"--top-k must be 0 (whole cohort) or at least 2, not {top_k}")
+        cohort_pairs = read_lfw_pairs(cohort, cohort_images)
     with FaceCollection.open(db, writable=True) as coll:
-        distances, is_same = pair_distances(coll.pipeline, labelled)
+        images = sorted({q for p in labelled for q in (p.path_a, p.path_b)})
+        x, _ = coll.pipeline.descriptors(images)  # each image once (= pair_distances)
+        row = {q: i for i, q in enumerate(images)}
+        a, b = x[[row[p.path_a] for p in labelled]], x[[row[p.path_b] for p in labelled]]
+        distances, is_same = face_distance(a, b), np.array([p.same for p in labelled])
         ok = np.isfinite(distances)
         target = far if far is not None and far > 0 else None
         result = calibrate_threshold(distances[ok], is_same[ok], target_far=target)
         result.update({"pairs_file": str(pairs), "target_far": target, "n_missing_face": int((~ok).sum())})
         coll.set_threshold(result["threshold"], f"calibrated on {pairs.name}"
                            + (f" at FAR {target:g}" if target else " for best accuracy"), result)
+        if cohort_pairs is not None:
+            result["score_norm"] = _calibrate_score_norm(coll, labelled, a, b, cohort_pairs, cohort, top_k, target)
     if json_out:
         _print_json(result)
         return
+    if "score_norm" in result:
+        sn = result["score_norm"]
+        _console().print(f"{db}: score-norm cohort of {sn['cohort_size']} faces, score threshold "
+                         f"{sn['threshold']:.4f} (FAR {sn['far']:.4f}, TAR {sn['tar']:.4f}, "
+                         f"accuracy {sn['accuracy']:.4f})")
     _console().print(f"{db}: threshold {result['threshold']:.4f} (FAR {result['far']:.4f}, TAR {result['tar']:.4f}, "
                      f"accuracy {result['accuracy']:.4f} on {result['n_pairs']} pairs; "
                      f"{result['n_missing_face']} pairs without a face left out)")
+
+
+def _calibrate_score_norm(coll, labelled, a, b, cohort_pairs, cohort_file: Path, top_k: int, target_far) -> dict:
+    """Embed the cohort (people of the calibration pairs left out), score the calibration
+    pairs (descriptors ``a``, ``b``) normalised, choose the score threshold, store cohort +
+    settings in ``coll``."""
+    from .faces import calibrate_threshold
+    from .faces.score_norm import DEFAULT_METHOD, DEFAULT_SCORE, ScoreNormalizer
+
+    calib_people = {p.path_a.parent.name for p in labelled} | {p.path_b.parent.name for p in labelled}
+    paths = sorted({q for p in cohort_pairs for q in (p.path_a, p.path_b)})
+    paths = [q for q in paths if q.parent.name not in calib_people]
+    missing = [str(q) for q in paths if not q.exists()]
+    if missing:
+        raise InputError(f"{cohort_file}: {len(missing)} cohort images not found, e.g. {missing[0]} "
+                         "(use --cohort-images DIR)")
+    vectors, _ = coll.pipeline.descriptors(paths)
+    cohort = vectors[np.isfinite(vectors).all(axis=1)]
+    if len(cohort) < 2:
+        raise InputError(f"{cohort_file}: fewer than 2 cohort faces found")
+    norm = ScoreNormalizer(cohort, method=DEFAULT_METHOD, top_k=top_k or None, score_kind=DEFAULT_SCORE)
+    ok = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
+    same = np.array([p.same for p in labelled])
+    scores = norm.score(a[ok], b[ok])
+    cal = calibrate_threshold(-scores, same[ok], target_far=target_far)  # larger score = more alike
+    out = {"threshold": -cal["threshold"], "accuracy": cal["accuracy"], "far": cal["far"], "tar": cal["tar"],
+           "n_pairs": cal["n_pairs"], "cohort_file": str(cohort_file), "cohort_size": int(len(cohort)),
+           "cohort_people_left_out": len({q.parent.name for p in cohort_pairs for q in (p.path_a, p.path_b)}
+                                         & calib_people)}
+    coll.set_score_norm(cohort, out["threshold"], {"method": norm.method, "top_k": norm.top_k,
+                                                   "score": norm.score_kind},
+                        {"source": f"cohort from {cohort_file.name}, threshold calibrated on the pairs",
+                         "calibration": out})
+    return {**out, **norm.settings()}
 
 
 @faces_app.command("info")

@@ -7,6 +7,9 @@ A face collection is one directory::
     faces.sqlite    images (path, size, mtime, status), identities (name), faces (image,
                     box, score, landmarks, identity, 128-d descriptor blob)
     faces.index     FAISS flat L2 index over every face descriptor (ids = face ids)
+    cohort.npy      optional: descriptors of other people for cohort score normalisation
+                    (``faces calibrate --score-norm``; settings and threshold in the manifest's
+                    ``score_norm``), used by ``faces verify --db``
     .lock           held by a writer
 
 SQLite is the truth; the FAISS file is derived from it and rebuilt whenever its
@@ -45,6 +48,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 DATABASE = "faces.sqlite"
 INDEX_FILE = "faces.index"
+COHORT_FILE = "cohort.npy"
 TEMPLATE_MODES = ("mean", "set")
 
 SCHEMA = """
@@ -278,6 +282,39 @@ class FaceCollection:
         self.manifest["threshold_source"] = source
         self.manifest["calibration"] = details or {}
         _write_json(self.path / MANIFEST, self.manifest)
+
+    def set_score_norm(self, cohort: np.ndarray, threshold: float, settings: dict,
+                       details: Optional[dict] = None) -> None:
+        """Store a score-normalisation cohort (``cohort.npy``) and its settings and score
+        threshold (manifest ``score_norm``); see :mod:`lookalike.faces.score_norm`.
+
+        Args:
+            cohort: ``(m, 128)`` descriptors of people not among those to be verified,
+                made with this collection's pipeline.
+            threshold: normalised-score cut (``same = score >= threshold``).
+            settings: ``{"method", "top_k", "score"}`` (:class:`ScoreNormalizer` fields).
+        """
+        from .score_norm import ScoreNormalizer
+
+        norm = ScoreNormalizer(np.asarray(cohort, dtype=np.float32), method=settings["method"],
+                               top_k=settings["top_k"], score_kind=settings["score"])  # validates
+        from ..atomic import atomic_writer
+
+        with atomic_writer(self.path / COHORT_FILE) as fh:
+            np.save(fh, np.asarray(cohort, dtype=np.float32))
+        self.manifest["score_norm"] = {**norm.settings(), "threshold": float(threshold), **(details or {})}
+        _write_json(self.path / MANIFEST, self.manifest)
+
+    def score_normalizer(self):
+        """``(ScoreNormalizer, score threshold)`` when the collection holds a cohort, else ``None``."""
+        info = self.manifest.get("score_norm")
+        if not info or not (self.path / COHORT_FILE).exists():
+            return None
+        from .score_norm import ScoreNormalizer
+
+        norm = ScoreNormalizer(np.load(self.path / COHORT_FILE), method=info["method"], top_k=info["top_k"],
+                               score_kind=info["score"])
+        return norm, float(info["threshold"])
 
     # -- adding ----------------------------------------------------------------------
 
