@@ -59,10 +59,10 @@ class Thresholds:
     """
 
     hash_radius: int = 10
-    bias: float = -2.3296
-    w_hash: float = -0.2537
-    w_ncc: float = -2.0102
-    w_grad: float = 2.9462
+    bias: float = -2.4097
+    w_hash: float = -0.2506
+    w_ncc: float = -1.9983
+    w_grad: float = 2.9360
     cnn_k: int = 0
     cnn_any: float = 0.95
     geo_inliers: int = 0
