@@ -314,3 +314,34 @@ def test_exif_rotated_jpeg_decodes_reduced_and_upright(ukbench_dir):
     assert (width, height) == (480, 640) and (w0, h0) == (640, 480)
     assert min(gray.shape) >= SCAN_SIDE and max(gray.shape) < 640 / 2  # decoded reduced
     assert np.array_equal(gray, np.rot90(want, k=-1))  # orientation 6 = rotate 90 clockwise
+
+
+def test_thumbnails_same_in_concurrent_threads(ukbench_dir):
+    """The scan's reused resize buffer is per thread: thumbnails made in four threads at
+    once (OpenCV runs without the GIL) equal those made one by one."""
+    import threading
+
+    from lookalike.dedup.scan import decode_gray_small, thumbnails
+    from lookalike.errors import ImageLoadError
+
+    grays = []
+    for p in sorted(ukbench_dir.rglob("*.jpg")):
+        try:
+            grays.append(decode_gray_small(p.read_bytes())[0])
+        except ImageLoadError:  # the fixture's corrupt file
+            continue
+    assert len(grays) >= 5
+    grays += [np.ascontiguousarray(g[: g.shape[0] // 2]) for g in grays]  # other shapes too
+    expected = [thumbnails(g) for g in grays]
+    mismatches = []
+
+    def work() -> None:
+        for _ in range(20):
+            mismatches.extend(i for i, g in enumerate(grays) if not np.array_equal(thumbnails(g), expected[i]))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not mismatches

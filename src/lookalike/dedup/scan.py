@@ -36,6 +36,7 @@ Distances are Hamming distances in bits (smaller = more similar).
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -418,9 +419,10 @@ def _fast_thumb(gray: np.ndarray) -> np.ndarray:
     return cv2.resize(mid, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
 
 
-#: The bilinear 2 THUMB x 2 THUMB images of a small image and its crops, one above the
-#: other (reused by :func:`_thumbs_into`: one area resize halves all three at once).
-_MID: list[np.ndarray] = []
+#: Per thread, the bilinear 2 THUMB x 2 THUMB images of a small image and its crops, one
+#: above the other (reused by :func:`_thumbs_into`: one area resize halves all three at
+#: once; one buffer per thread, as OpenCV works without the GIL).
+_MID = threading.local()
 
 
 def _thumbs_into(gray: np.ndarray, out: np.ndarray) -> None:
@@ -438,9 +440,9 @@ def _thumbs_into(gray: np.ndarray, out: np.ndarray) -> None:
     # pixels (an exact 2x area reduction never mixes rows of two stacked 2T-row images)
     # in four OpenCV calls instead of six.
     side = 2 * THUMB
-    if not _MID:
-        _MID.append(np.empty((len(out) * side, side), np.uint8))
-    mid = _MID[0]
+    mid = getattr(_MID, "buffer", None)
+    if mid is None or mid.shape != (len(out) * side, side):
+        mid = _MID.buffer = np.empty((len(out) * side, side), np.uint8)
     cv2.resize(gray, (side, side), dst=mid[:side], interpolation=cv2.INTER_LINEAR)
     for i, f in enumerate(CROP_FRACTIONS, 1):
         cv2.resize(centre_crop(gray, f), (side, side), dst=mid[i * side:(i + 1) * side],
