@@ -81,3 +81,14 @@ def test_demo_main_job(tmp_path):
     assert "chelsea_half.jpg ->" in out.stdout
     page = (tmp_path / "demo" / "results.html").read_text()
     assert page.count("<figure") >= 8
+
+
+def test_dedup_cli_reports_a_cut_png_without_decoder_noise(shared_data, tmp_path):
+    """A cut PNG is skipped with lookalike's reason, without OpenCV's own warning lines."""
+    src = sorted((shared_data / "coil100" / "images").glob("*.png"))[:2]
+    for p in src:
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    (tmp_path / "cut.png").write_bytes(src[0].read_bytes()[:500])
+    proc = run_cli("dedup", tmp_path, "--json", tmp_path / "out.json", "--workers", "1")
+    assert "cut.png" in proc.stdout + proc.stderr
+    assert "WARN" not in proc.stderr and "grfmt_png" not in proc.stderr

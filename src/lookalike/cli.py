@@ -290,6 +290,10 @@ def _register_extensions() -> None:
 
 
 def main() -> None:
+    # Damaged files are reported by lookalike with their reason; OpenCV's own warnings
+    # about them ("PNG input buffer is incomplete") would only add noise (read when cv2
+    # is first imported; a value the user set wins).
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     _register_extensions()
     try:
         app(standalone_mode=False)
