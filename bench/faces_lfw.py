@@ -17,6 +17,14 @@ What it measures (JSON to stdout and bench/results/faces_lfw.json; ROC to docs/i
   (descriptor, scoring) on View 2 with, for test fold k, a cohort of the other nine folds'
   images (``view2_norm``; the next five View 1 rows for the record).
 * ``v1chip``: CLAHE contrast equalisation of the chip before the ResNet (DevTest only; worse).
+* ``v1lm68``: the chip aligned on dlib's 68-point landmarks (found in the same u2+cnn+centre
+  boxes, fallback boxes included; chip 150, padding 0.25) instead of the 5-point ones, + mirror
+  and + mirror + unit length, scored under every v1norm scoring on the whole of View 1 exactly
+  as v1norm (``view1_lm68``; descriptors in ``lfw_emb_p0.25_j0_lm68.npz``, keyed by the same
+  5-point face key). ``selectlm68`` applies ``SELECTION_RULE_LM68`` (the v1norm candidates plus
+  these rows; written after View 2 of the 5-point settings had been seen, before any 68-point
+  View 2 number) -> ``selection_lm68``; ``v2lm68`` scores its pick on View 2 as v2norm does
+  (``view2_lm68``), only if it is a 68-point row.
 * View 2 (pairs.txt, 6,000 pairs, the standard 10 folds): the baseline, the earlier rows
   and the setting chosen on View 1 (``view2_best``; marked ``chosen_on_view1``), plus the
   ``face_recognition`` package with its defaults, run from a separate
@@ -143,13 +151,21 @@ def _geom_worker(job):
 
 
 def _embed_worker(job):
-    """(relpath, padding, jitters, [(key, box, landmarks, flip)]) -> [(key, vector)]."""
-    rel, padding, jitters, faces, equalize = job
-    aligner = FaceAligner(padding=padding)
+    """(relpath, padding, jitters, [(key, box, landmarks, flip)], equalize, n_landmarks) -> [(key, vector)].
+
+    With ``n_landmarks`` 68 the chip is aligned on the 68-point landmarks found in the same box
+    (the cached 5-point ``landmarks`` then only identify the face, as in its key)."""
+    rel, padding, jitters, faces, equalize, n_landmarks = job
+    aligner = _WORKER.setdefault(("align", padding, n_landmarks), FaceAligner(padding=padding, landmarks=n_landmarks))
     embedder = _WORKER.setdefault(("emb", jitters), FaceEmbedder(num_jitters=jitters))
     pixels = FacePipeline.load(LFW / "images" / rel)
-    chips = []
+    chips, lm68 = [], {}
     for _, box, landmarks, flip in faces:
+        if n_landmarks == 68:
+            box = tuple(box)
+            if box not in lm68:
+                lm68[box] = aligner.landmarks(pixels, box)
+            landmarks = lm68[box]
         chip = equalize_chip(aligner.chip(pixels, box, np.asarray(landmarks, dtype=np.float32)), equalize)
         chips.append(np.ascontiguousarray(chip[:, ::-1]) if flip else chip)
     vectors = embedder.embed(chips)
@@ -208,18 +224,19 @@ class GeometryCache:
 
 
 class EmbeddingCache:
-    """Descriptors per face, one file per (padding, jitters)."""
+    """Descriptors per face, one file per (padding, jitters[, chip equalisation][, 68-point alignment])."""
 
     def __init__(self):
         self.tables: dict[tuple, dict] = {}
 
-    def path(self, padding, jitters, equalize="none"):
-        return CACHE / (f"lfw_emb_p{padding}_j{jitters}" + ("" if equalize == "none" else f"_{equalize}") + ".npz")
+    def path(self, padding, jitters, equalize="none", landmarks=5):
+        return CACHE / (f"lfw_emb_p{padding}_j{jitters}" + ("" if equalize == "none" else f"_{equalize}")
+                        + ("" if landmarks == 5 else f"_lm{landmarks}") + ".npz")
 
-    def table(self, padding, jitters, equalize="none"):
-        key = (padding, jitters, equalize)
+    def table(self, padding, jitters, equalize="none", landmarks=5):
+        key = (padding, jitters, equalize, landmarks)
         if key not in self.tables:
-            p = self.path(padding, jitters, equalize)
+            p = self.path(padding, jitters, equalize, landmarks)
             table = {}
             if p.exists():
                 z = np.load(p)
@@ -227,33 +244,35 @@ class EmbeddingCache:
             self.tables[key] = table
         return self.tables[key]
 
-    def save(self, padding, jitters, equalize="none"):
-        table = self.table(padding, jitters, equalize)
+    def save(self, padding, jitters, equalize="none", landmarks=5):
+        table = self.table(padding, jitters, equalize, landmarks)
         keys = np.array(list(table.keys()))
         vectors = np.array(list(table.values()), dtype=np.float32).reshape(len(keys), 128)
-        atomic_write(self.path(padding, jitters, equalize), lambda fh: np.savez(fh, keys=keys, vectors=vectors))
+        atomic_write(self.path(padding, jitters, equalize, landmarks),
+                     lambda fh: np.savez(fh, keys=keys, vectors=vectors))
 
-    def ensure(self, requests, padding, jitters, workers, equalize="none"):
-        """requests: {rel: [(key, box, landmarks, flip)]}."""
-        table = self.table(padding, jitters, equalize)
+    def ensure(self, requests, padding, jitters, workers, equalize="none", landmarks=5):
+        """requests: {rel: [(key, box, landmarks, flip)]}; ``landmarks``: 5 or 68-point alignment."""
+        table = self.table(padding, jitters, equalize, landmarks)
         jobs = []
         for rel, faces in requests.items():
             todo = [f for f in faces if f[0] not in table]
             if todo:
-                jobs.append((rel, padding, jitters, todo, equalize))
+                jobs.append((rel, padding, jitters, todo, equalize, landmarks))
         last = [time.time()]
 
         def merge(result):
             table.update(result)
             if time.time() - last[0] > SAVE_EVERY_S:
-                self.save(padding, jitters, equalize)
+                self.save(padding, jitters, equalize, landmarks)
                 last[0] = time.time()
 
         try:
-            run_pool(_embed_worker, jobs, workers, merge, f"embed p={padding} j={jitters} equalize={equalize}")
+            run_pool(_embed_worker, jobs, workers, merge,
+                     f"embed p={padding} j={jitters} equalize={equalize} landmarks={landmarks}")
         finally:
             if jobs:
-                self.save(padding, jitters, equalize)
+                self.save(padding, jitters, equalize, landmarks)
 
 
 # -- variants --------------------------------------------------------------------------
@@ -308,7 +327,8 @@ def variant_requests(variant, geom, rels):
 
 
 def variant_vectors(variant, chosen, emb):
-    table = emb.table(variant["padding"], variant["jitters"], variant.get("equalize", "none"))
+    table = emb.table(variant["padding"], variant["jitters"], variant.get("equalize", "none"),
+                      variant.get("landmarks", 5))
     out = {}
     for rel, pick in chosen.items():
         if pick is None:
@@ -466,7 +486,8 @@ def _library_settings(variant):
     """FacePipeline keyword arguments equal to a bench variant."""
     return dict(upsample=variant["upsample"], select=variant["select"], fallback=variant["fallback"],
                 padding=variant["padding"], mirror=variant["mirror"], num_jitters=variant["jitters"],
-                normalize=variant["normalize"], center_fraction=CENTER_FRACTION)
+                normalize=variant["normalize"], center_fraction=CENTER_FRACTION,
+                **({"landmarks": variant["landmarks"]} if variant.get("landmarks", 5) != 5 else {}))
 
 
 def _peer_speed(peer_python, rels, tag):
@@ -703,8 +724,15 @@ VIEW1_NORM_EXTRA = [V("fallback u2+cnn+centre + unit length", fallback=_CHAIN, n
 VIEW1_CHIP = [V("fallback u2+cnn+centre + mirror + CLAHE chip", fallback=_CHAIN, mirror=True, equalize="clahe"),
               V("fallback u2+cnn+centre + mirror + unit length + CLAHE chip", fallback=_CHAIN, mirror=True,
                 normalize=True, equalize="clahe")]
+# 68-point alignment (stage v1lm68): the same boxes (and fallback boxes) as the u2+cnn+centre chain,
+# the chip aligned by get_face_chip on the 68-point model's landmarks found in that box, chip 150,
+# padding 0.25; plain + mirrored chip embedded (cache lfw_emb_p0.25_j0_lm68.npz).
+LM68_MIRROR = "fallback u2+cnn+centre + mirror + 68-point alignment"
+LM68_BEST = "fallback u2+cnn+centre + mirror + unit length + 68-point alignment"
+VIEW1_LM68 = [V(LM68_MIRROR, fallback=_CHAIN, mirror=True, landmarks=68),
+              V(LM68_BEST, fallback=_CHAIN, mirror=True, normalize=True, landmarks=68)]
 STAGES = ("v1core", "v1jitter", "v1norm", "select", "v2", "v2norm", "v1extra", "v1chip", "peer1", "peer2", "speed",
-          "ident", "metric")
+          "ident", "metric", "v1lm68", "selectlm68", "v2lm68")
 
 # How the setting reported on View 2 is chosen, written down before View 2 is looked at.
 MAX_FORWARD_PASSES = 4
@@ -771,6 +799,29 @@ SELECTION_RULE_NORM = (
     "threshold chosen on the other nine folds. Pick the highest mean accuracy; ties (equal to 1e-9) -> "
     "the fewest forward passes per face; then no normalisation before Z/T before S before AS (simpler "
     "first), larger k first; then the higher View 1 ROC AUC; then the first in the bench's order.")
+
+
+SELECTION_RULE_LM68 = (
+    "Written down after View 2 of the 5-point settings (stages v2, v2norm) had been seen and before any "
+    "View 2 number for 68-point alignment existed; it only adds candidates to SELECTION_RULE_NORM. "
+    "Candidates: the SELECTION_RULE_NORM candidates (the v1norm rows of the five 5-point descriptor settings, "
+    f"at most {MAX_FORWARD_PASSES} ResNet forward passes per face) plus the stage v1lm68 rows: the same "
+    "u2+cnn+centre faces (same detector and fallback boxes) with the chip aligned on dlib's 68-point "
+    "landmarks (chip 150, padding 0.25), + mirror and + mirror + unit length (2 forward passes per face), "
+    "under the same scorings (raw Euclidean distance, Z-/T-/S-norm, AS-norm top-k, cosine or Euclidean), "
+    "scored on the whole of View 1 exactly as v1norm (3,200 pairs: DevTest with a DevTrain-image cohort, "
+    "DevTrain with a DevTest-image cohort, 10 folds, threshold on the other nine). Same ordering: highest "
+    "View 1 mean accuracy; ties (equal to 1e-9) -> the fewest forward passes per face; then no "
+    "normalisation before Z/T before S before AS (larger k first); then the higher View 1 ROC AUC; then "
+    "the first in the bench's order (the v1norm rows before the v1lm68 rows, so a 5-point row wins an "
+    "exact tie). If a 68-point row is chosen, stage v2lm68 scores it on View 2 as v2norm does.")
+
+
+V1NORM_PROTOCOL = ("pairsDevTest (1,000) with a cohort of the pairsDevTrain images + pairsDevTrain (2,200) with a "
+                   "cohort of the pairsDevTest images; 10 folds = pair index mod 10 within each file; 'devtest' "
+                   "= the DevTest pairs alone, 10-fold within")
+V2NORM_PROTOCOL = ("pairs.txt, standard 10 folds; cohort for fold k = the images of the other nine folds' pairs; "
+                   "threshold on nine folds")
 
 
 def scoring_rank(scoring) -> tuple:
@@ -918,7 +969,8 @@ def main():
         ensure_geometry(geom, variants, rels, args.workers)
         for v in variants:
             requests, _ = variant_requests(v, geom, rels)
-            emb.ensure(requests, v["padding"], v["jitters"], args.workers, v.get("equalize", "none"))
+            emb.ensure(requests, v["padding"], v["jitters"], args.workers, v.get("equalize", "none"),
+                       v.get("landmarks", 5))
 
     def evaluate(pairs, folds, variants, tag):
         rels = sorted({rel_of(p.path_a) for p in pairs} | {rel_of(p.path_b) for p in pairs})
@@ -945,7 +997,8 @@ def main():
         v2 = v2[:: max(1, len(v2) // args.limit)]
     v2_folds = np.array([p.fold for p in v2])
     v2_rels = sorted({rel_of(p.path_a) for p in v2} | {rel_of(p.path_b) for p in v2})
-    all_variants = VIEW1_CORE + VIEW1_EXTRA + VIEW1_JITTER + VIEW1_JITTER_MIRROR + VIEW1_NORM_EXTRA + VIEW1_CHIP
+    all_variants = (VIEW1_CORE + VIEW1_EXTRA + VIEW1_JITTER + VIEW1_JITTER_MIRROR + VIEW1_NORM_EXTRA + VIEW1_CHIP
+                    + VIEW1_LM68)
     v1_train = read_lfw_pairs(LFW / "pairsDevTrain.txt")
     if args.limit:
         v1_train = v1_train[: args.limit // 2] + v1_train[1100 : 1100 + args.limit // 2]
@@ -993,6 +1046,64 @@ def main():
         order = {v["name"]: i for i, v in enumerate(all_variants)}
         report["view1"]["rows"] = sorted(merged.values(), key=lambda r: order.get(r["variant"], len(order)))
 
+    def view1_norm_rows(bases, shared, tag):
+        """The whole of View 1, each half scored with a cohort of the other half's images (v1norm, v1lm68)."""
+        halves = {"devtest": v1, "devtrain": v1_train}
+        rows = []
+        for base in bases:
+            vec = {h: base_vectors(base, ps) for h, ps in halves.items()}
+            cohorts = {h: np.stack([x for r, x in sorted(vec[o].items()) if r.split("/")[0] not in shared])
+                       for h, o in (("devtest", "devtrain"), ("devtrain", "devtest"))}
+            scorers = {h: NormScorer(vec[h], ps, lambda r, h=h: h) for h, ps in halves.items()}
+            y = np.array([p.same for p in v1] + [p.same for p in v1_train])
+            folds = np.concatenate([np.arange(len(v1)) % 10, np.arange(len(v1_train)) % 10])
+            for scoring in NORM_SCORINGS:
+                st = scorers["devtest"].scores(scoring, cohorts)
+                sr = scorers["devtrain"].scores(scoring, cohorts)
+                full, _ = score_metrics(np.concatenate([st, sr]), y, folds)
+                dev, _ = score_metrics(st, y[: len(v1)], v1_folds)
+                full.pop("fold_accuracies")  # 105 rows: the JSON stays readable
+                dev.pop("fold_accuracies")
+                rows.append({"variant": base, "scoring": scoring["name"], **{k: scoring[k] for k in
+                             ("method", "top_k", "score")},
+                             "forward_passes_per_face": forward_passes(by_name[base]) if base in by_name
+                             else sum(forward_passes(by_name[p]) for p in NORM_COMBOS[base]),
+                             "full_view1": full, "devtest": dev})
+                log(tag, base, "|", scoring["name"], full["accuracy_mean"], full["roc_auc"],
+                    "devtest", dev["accuracy_mean"])
+        return rows, cohorts
+
+    def view2_norm_rows(wanted, tag):
+        """View 2 rows of (descriptor setting, scoring) pairs, ``wanted[0]`` marked as chosen; the cohort
+        for test fold k = the images of the other nine folds' pairs (View 2 folds share no person;
+        checked here). Returns (rows, chosen ROC curve, cohorts)."""
+        fold_people = [people([p for p in v2 if p.fold == k]) for k in sorted(set(v2_folds.tolist()))]
+        overlap = sum(len(a & b) for i, a in enumerate(fold_people) for b in fold_people[i + 1:])
+        if overlap:
+            raise SystemExit(f"View 2 folds share {overlap} people: the fold cohorts would not be disjoint")
+        fold_of_rel = {}
+        for p in v2:
+            fold_of_rel[rel_of(p.path_a)] = fold_of_rel[rel_of(p.path_b)] = p.fold
+        rows, chosen_curve = [], None
+        for base in dict.fromkeys(b for b, _ in wanted):
+            vec = base_vectors(base, v2)
+            rels = sorted(vec)
+            cohorts = {k: np.stack([vec[r] for r in rels if fold_of_rel[r] != k])
+                       for k in sorted(set(v2_folds.tolist()))}
+            scorer = NormScorer(vec, v2, lambda r: fold_of_rel[r])
+            for b, sname in wanted:
+                if b != base:
+                    continue
+                scoring = next(s for s in NORM_SCORINGS if s["name"] == sname)
+                m, curve = score_metrics(scorer.scores(scoring, cohorts), np.array([p.same for p in v2]),
+                                         v2_folds)
+                is_chosen = (b, sname) == wanted[0]
+                rows.append({"variant": b, "scoring": sname, "chosen_on_view1": is_chosen, **m})
+                if is_chosen:
+                    chosen_curve = (f"{b} | {sname}  [chosen on View 1]", curve)
+                log(tag, b, "|", sname, m["accuracy_mean"], m["accuracy_std"], m["tar_at_far_1e-3"])
+        return rows, chosen_curve, cohorts
+
     for stage in stages:
         log("stage", stage)
         if stage == "v1core":
@@ -1014,36 +1125,48 @@ def main():
             shared = people(v1) & people(v1_train)
             if shared:  # not the case for the LFW files; kept so the cohorts stay person-disjoint
                 log(f"v1norm: {len(shared)} people in both DevTrain and DevTest; left out of the cohorts")
-            halves = {"devtest": v1, "devtrain": v1_train}
-            rows = []
-            bases = NORM_BASES + list(NORM_COMBOS)
-            for base in bases:
-                vec = {h: base_vectors(base, ps) for h, ps in halves.items()}
-                cohorts = {h: np.stack([x for r, x in sorted(vec[o].items()) if r.split("/")[0] not in shared])
-                           for h, o in (("devtest", "devtrain"), ("devtrain", "devtest"))}
-                scorers = {h: NormScorer(vec[h], ps, lambda r, h=h: h) for h, ps in halves.items()}
-                y = np.array([p.same for p in v1] + [p.same for p in v1_train])
-                folds = np.concatenate([np.arange(len(v1)) % 10, np.arange(len(v1_train)) % 10])
-                for scoring in NORM_SCORINGS:
-                    st = scorers["devtest"].scores(scoring, cohorts)
-                    sr = scorers["devtrain"].scores(scoring, cohorts)
-                    full, _ = score_metrics(np.concatenate([st, sr]), y, folds)
-                    dev, _ = score_metrics(st, y[: len(v1)], v1_folds)
-                    full.pop("fold_accuracies")  # 105 rows: the JSON stays readable
-                    dev.pop("fold_accuracies")
-                    rows.append({"variant": base, "scoring": scoring["name"], **{k: scoring[k] for k in
-                                 ("method", "top_k", "score")},
-                                 "forward_passes_per_face": forward_passes(by_name[base]) if base in by_name
-                                 else sum(forward_passes(by_name[p]) for p in NORM_COMBOS[base]),
-                                 "full_view1": full, "devtest": dev})
-                    log("v1norm", base, "|", scoring["name"], full["accuracy_mean"], full["roc_auc"],
-                        "devtest", dev["accuracy_mean"])
+            rows, cohorts = view1_norm_rows(NORM_BASES + list(NORM_COMBOS), shared, "v1norm")
             report["view1_norm"] = {
-                "protocol": "pairsDevTest (1,000) with a cohort of the pairsDevTrain images + pairsDevTrain "
-                            "(2,200) with a cohort of the pairsDevTest images; 10 folds = pair index mod 10 "
-                            "within each file; 'devtest' = the DevTest pairs alone, 10-fold within",
+                "protocol": V1NORM_PROTOCOL,
                 "people_shared_devtrain_devtest": len(shared),
                 "cohort_images": {h: int(len(c)) for h, c in cohorts.items()}, "rows": rows}
+        elif stage == "v1lm68":
+            shared = people(v1) & people(v1_train)
+            rows, cohorts = view1_norm_rows([v["name"] for v in VIEW1_LM68], shared, "v1lm68")
+            report["view1_lm68"] = {
+                "protocol": V1NORM_PROTOCOL + "; chips aligned on 68-point landmarks in the same boxes",
+                "people_shared_devtrain_devtest": len(shared),
+                "cohort_images": {h: int(len(c)) for h, c in cohorts.items()}, "rows": rows}
+        elif stage == "selectlm68":
+            if "view1_lm68" not in report or "view1_norm" not in report:
+                raise SystemExit("selectlm68 needs stages v1norm and v1lm68")
+            bases = [by_name[b] for b in NORM_BASES + [v["name"] for v in VIEW1_LM68]]
+            row, table = select_by_rule_norm(report["view1_norm"]["rows"] + report["view1_lm68"]["rows"], bases,
+                                             NORM_SCORINGS)
+            chosen = by_name[row["variant"]]
+            scoring = next(s for s in NORM_SCORINGS if s["name"] == row["scoring"])
+            report["selection_lm68"] = {"rule": SELECTION_RULE_LM68, "chosen": f"{row['variant']} | {row['scoring']}",
+                                        "chosen_variant": row["variant"], "chosen_scoring": scoring,
+                                        "chosen_landmarks": chosen.get("landmarks", 5),
+                                        "chosen_settings": _library_settings(chosen), "ranked_view1": table}
+            log("selected on View 1 (SELECTION_RULE_LM68):", report["selection_lm68"]["chosen"])
+        elif stage == "v2lm68":
+            sel = report["selection_lm68"]
+            if sel["chosen_landmarks"] != 68:
+                log("v2lm68: SELECTION_RULE_LM68 kept a 5-point row; nothing new to score on View 2")
+            else:
+                # The chosen row, its descriptors unnormalised, the other 68-point descriptor with the same
+                # scoring, and the 5-point pick of SELECTION_RULE_NORM (its View 2 descriptors are cached).
+                other = next(v["name"] for v in VIEW1_LM68 if v["name"] != sel["chosen_variant"])
+                wanted = [(sel["chosen_variant"], sel["chosen_scoring"]["name"]),
+                          (sel["chosen_variant"], "raw distance"), (other, sel["chosen_scoring"]["name"])]
+                if "chosen_scoring" in report.get("selection", {}):
+                    five = report["selection"]
+                    wanted.append((five["chosen_variant"], five["chosen_scoring"]["name"]))
+                rows, _, cohorts = view2_norm_rows(list(dict.fromkeys(wanted)), "v2lm68")
+                report["view2_lm68"] = {"pairs": len(v2), "protocol": V2NORM_PROTOCOL,
+                                        "cohort_images_median": int(np.median([len(c) for c in cohorts.values()])),
+                                        "rows": rows}
         elif stage == "select":
             if "view1_norm" in report:
                 if "rule" in report.get("selection", {}) and report["selection"]["rule"] == SELECTION_RULE:
@@ -1062,43 +1185,15 @@ def main():
             best = current_best()
             log("selected on View 1:", report["selection"]["chosen"], "->", best["name"])
         elif stage == "v2norm":
-            # Cohort for the pairs of test fold k = the images of the other nine folds' pairs
-            # (View 2 folds share no person; checked here).
             sel = report["selection"]
             if "chosen_scoring" not in sel:
                 raise SystemExit("v2norm needs a selection made by SELECTION_RULE_NORM (stages v1norm,select)")
-            fold_people = [people([p for p in v2 if p.fold == k]) for k in sorted(set(v2_folds.tolist()))]
-            overlap = sum(len(a & b) for i, a in enumerate(fold_people) for b in fold_people[i + 1:])
-            if overlap:
-                raise SystemExit(f"View 2 folds share {overlap} people: the fold cohorts would not be disjoint")
-            fold_of_rel = {}
-            for p in v2:
-                fold_of_rel[rel_of(p.path_a)] = fold_of_rel[rel_of(p.path_b)] = p.fold
             ranked = sel["ranked_view1"]
             wanted = [(sel["chosen_variant"], sel["chosen_scoring"]["name"])]
             wanted += [(sel["chosen_variant"], "raw distance")]  # the same descriptors unnormalised
             wanted += [(r["variant"], r["scoring"]) for r in ranked[:5]]  # the runners-up, for the record
-            wanted = list(dict.fromkeys(wanted))
-            rows = []
-            for base in dict.fromkeys(b for b, _ in wanted):
-                vec = base_vectors(base, v2)
-                rels = sorted(vec)
-                cohorts = {k: np.stack([vec[r] for r in rels if fold_of_rel[r] != k])
-                           for k in sorted(set(v2_folds.tolist()))}
-                scorer = NormScorer(vec, v2, lambda r: fold_of_rel[r])
-                for b, sname in wanted:
-                    if b != base:
-                        continue
-                    scoring = next(s for s in NORM_SCORINGS if s["name"] == sname)
-                    m, curve = score_metrics(scorer.scores(scoring, cohorts), np.array([p.same for p in v2]),
-                                             v2_folds)
-                    is_chosen = (b, sname) == wanted[0]
-                    rows.append({"variant": b, "scoring": sname, "chosen_on_view1": is_chosen, **m})
-                    if is_chosen:
-                        chosen_curve = (f"{b} | {sname}  [chosen on View 1]", curve)
-                    log("v2norm", b, "|", sname, m["accuracy_mean"], m["accuracy_std"], m["tar_at_far_1e-3"])
-            report["view2_norm"] = {"pairs": len(v2), "protocol": "pairs.txt, standard 10 folds; cohort for "
-                                    "fold k = the images of the other nine folds' pairs; threshold on nine folds",
+            rows, chosen_curve, cohorts = view2_norm_rows(list(dict.fromkeys(wanted)), "v2norm")
+            report["view2_norm"] = {"pairs": len(v2), "protocol": V2NORM_PROTOCOL,
                                     "cohort_images_median": int(np.median([len(c) for c in cohorts.values()])),
                                     "rows": rows}
             report["view2_best"] = sel["chosen"]

@@ -170,7 +170,7 @@ def test_cli_calibrate_score_norm_and_verify(lfw_dir, tmp_path):
                          "--cohort", cohort, "--cohort-images", lfw_dir / "images", "--top-k", "3", "--json"))
     sn = out["score_norm"]
     assert sn["cohort_size"] == 5 and sn["cohort_people_left_out"] == 1  # Colin_Powell's 2 images dropped
-    assert sn["method"] == "s" and sn["top_k"] == 3 and sn["score"] == "euclidean" and sn["tar"] == 1.0
+    assert sn["method"] == "s" and sn["top_k"] == 3 and sn["score"] == "cosine" and sn["tar"] == 1.0
     with FaceCollection.open(db) as coll:
         norm, thr = coll.score_normalizer()
         assert (db / COHORT_FILE).exists() and thr == sn["threshold"] and norm.cohort.shape == (5, 128)
@@ -178,7 +178,7 @@ def test_cli_calibrate_score_norm_and_verify(lfw_dir, tmp_path):
     a = pipe.embed_one(img("Tony_Blair", 1)).descriptor
     b = pipe.embed_one(img("Tony_Blair", 2)).descriptor
     got = json.loads(cli("faces", "verify", img("Tony_Blair", 1), img("Tony_Blair", 2), "--db", db, "--json"))
-    want = _normalized_loop([a.tolist()], [b.tolist()], norm.cohort.astype(np.float64).tolist(), "s", 3, "euclidean")
+    want = _normalized_loop([a.tolist()], [b.tolist()], norm.cohort.astype(np.float64).tolist(), "s", 3, "cosine")
     assert got["score"] == pytest.approx(float(want[0]), abs=1e-6) and got["same"] is True
     assert got["threshold"] == thr and got["score_norm"]["cohort_size"] == 5
     plain = json.loads(cli("faces", "verify", img("Tony_Blair", 1), img("Tony_Blair", 2), "--db", db, "--json",

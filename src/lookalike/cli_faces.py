@@ -47,18 +47,22 @@ FALLBACK_HELP = ("No-face fallback: none, whole, center, or a chain of steps joi
                  "(u<N>: HOG at upsample N, cnn: CNN detector, then whole/center), e.g. u2+cnn+center, "
                  "the chain measured best on LFW. For pre-cropped faces only.")
 NORMALIZE_HELP = "Unit-length descriptors (cosine-like distance; default cut 0.42 instead of 0.6)."
+LANDMARKS_HELP = ("Landmarks the chip is aligned on: 5 (dlib's 5-point model) or 68 (its 68-point model; "
+                  "slower to load).")
 JITTERS_HELP = ("Test-time jitter: average the descriptors of N slightly moved/zoomed/rotated copies of "
                 "each chip (seeded, deterministic; N times the embedding cost; 0 = off).")
 
 
 def _pipeline(upsample: int, fallback: str, mirror: bool, select: str = "center", normalize: bool = False,
-              jitters: int = 0):
+              jitters: int = 0, landmarks: int = 5):
     from .faces import FacePipeline
 
     if jitters < 0:
         raise InputError(f"--jitters must be 0 or more, not {jitters}")
+    if landmarks not in (5, 68):
+        raise InputError(f"--landmarks must be 5 or 68, not {landmarks}")
     return FacePipeline(upsample=upsample, fallback=fallback, mirror=mirror, select=select, normalize=normalize,
-                        num_jitters=jitters)
+                        num_jitters=jitters, landmarks=landmarks)
 
 
 def _one_face(pipe, path: Path):
@@ -113,6 +117,7 @@ def index_cmd(
     mirror: bool = typer.Option(False, "--mirror/--no-mirror", help="Average with the mirrored chip (2x cost)."),
     normalize: bool = typer.Option(False, "--normalize/--no-normalize", help=NORMALIZE_HELP + " New collections only."),
     jitters: int = typer.Option(0, "--jitters", help=JITTERS_HELP + " New collections only."),
+    landmarks: int = typer.Option(5, "--landmarks", help=LANDMARKS_HELP + " New collections only."),
     workers: int = typer.Option(1, "--workers", "-w", help="Extraction processes."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per commit."),
     json_out: bool = typer.Option(False, "--json"),
@@ -128,7 +133,7 @@ def index_cmd(
         coll = FaceCollection.open(db, writable=True)
     else:
         coll = FaceCollection.create(db, _pipeline(upsample, fallback, mirror, select="largest", normalize=normalize,
-                                                    jitters=jitters), template=template)
+                                                    jitters=jitters, landmarks=landmarks), template=template)
     with coll:
         report = coll.add(folder, names=names, folder_names=folder_names and names is None, workers=workers,
                           batch_size=batch_size, progress=progress and not json_out and sys.stderr.isatty())
@@ -155,6 +160,7 @@ def verify_cmd(
     mirror: bool = typer.Option(True, "--mirror/--no-mirror"),
     normalize: bool = typer.Option(False, "--normalize/--no-normalize", help=NORMALIZE_HELP),
     jitters: int = typer.Option(0, "--jitters", help=JITTERS_HELP),
+    landmarks: int = typer.Option(5, "--landmarks", help=LANDMARKS_HELP),
     score_norm: bool = typer.Option(True, "--score-norm/--no-score-norm",
                                     help="With --db holding a cohort (`faces calibrate --score-norm`): decide on "
                                          "the cohort-normalised score (--threshold is then a score cut) instead "
@@ -173,7 +179,7 @@ def verify_cmd(
             pipe, default = coll.pipeline, coll.threshold
             normalizer = coll.score_normalizer() if score_norm else None
     else:
-        pipe = _pipeline(upsample, fallback, mirror, normalize=normalize, jitters=jitters)
+        pipe = _pipeline(upsample, fallback, mirror, normalize=normalize, jitters=jitters, landmarks=landmarks)
         default = pipe.default_threshold
     a, b = _one_face(pipe, image_a), _one_face(pipe, image_b)
     if normalizer is not None:
@@ -307,7 +313,7 @@ def calibrate_cmd(
     """Choose the collection's distance threshold on labelled pairs (with its own pipeline).
 
     With --score-norm, also a cohort of other people's faces and a threshold on the
-    cohort-normalised score (adaptive symmetric normalisation, Euclidean scores: the
+    cohort-normalised score (adaptive symmetric normalisation, cosine scores: the
     setting chosen on LFW View 1; lookalike.faces.score_norm)."""
     from .faces import calibrate_threshold, face_distance, read_lfw_pairs
     from .faces.collection import FaceCollection

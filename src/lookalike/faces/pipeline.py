@@ -59,7 +59,7 @@ class Face:
     Attributes:
         box: ``(left, top, right, bottom)`` pixels (dlib's inclusive rectangle).
         score: detector score (larger = surer); ``nan`` for a fallback box.
-        landmarks: ``float32`` ``(5, 2)`` ``(x, y)`` points.
+        landmarks: ``float32`` ``(5, 2)`` (or ``(68, 2)`` with ``landmarks=68``) ``(x, y)`` points.
         descriptor: ``float32`` ``(128,)``, or ``None`` before embedding. Euclidean
             distance between descriptors: smaller = more alike.
         chip: the aligned ``uint8`` ``(150, 150, 3)`` chip when asked for, else ``None``.
@@ -137,7 +137,8 @@ class FacePipeline:
             only for pre-cropped faces (LFW, ID photos).
         center_fraction: side of the ``"center"`` fallback box relative to the shorter
             image side (0.45 matches the detector's boxes on LFW's 250x250 crops).
-        chip_size, padding: passed to :class:`FaceAligner`.
+        chip_size, padding, landmarks: passed to :class:`FaceAligner` (``landmarks`` 5, the
+            default, or 68: align the chip on dlib's 68-point landmarks in the same box).
         num_jitters, mirror, batch_size, normalize: passed to :class:`FaceEmbedder`.
         select: default policy of :meth:`embed_one` (``"center"``, ``"largest"``, ``"best"``).
         keep_chips: keep the aligned chip in each :class:`Face`.
@@ -158,6 +159,7 @@ class FacePipeline:
         select: str = "center",
         keep_chips: bool = False,
         normalize: bool = False,
+        landmarks: int = 5,
     ):
         self._fallback_steps = parse_fallback(fallback)
         if select not in SELECT_POLICIES:
@@ -165,7 +167,9 @@ class FacePipeline:
         if not 0.0 < center_fraction <= 1.0:
             raise ConfigError(f"center_fraction must be in (0, 1], not {center_fraction}")
         self.detector = FaceDetector(upsample=upsample, min_score=min_score, model=model)
-        self.aligner = FaceAligner(chip_size=chip_size, padding=padding)
+        if int(landmarks) not in (5, 68):
+            raise ConfigError(f"landmarks must be 5 or 68, not {landmarks!r}")
+        self.aligner = FaceAligner(chip_size=chip_size, padding=padding, landmarks=landmarks)
         self.embedder = FaceEmbedder(num_jitters=num_jitters, mirror=mirror, batch_size=batch_size,
                                      normalize=normalize)
         self.fallback = "+".join(self._fallback_steps) or "none"
@@ -181,7 +185,9 @@ class FacePipeline:
         return {"upsample": d.upsample, "min_score": d.min_score, "model": d.model, "fallback": self.fallback,
                 "center_fraction": self.center_fraction, "chip_size": a.chip_size, "padding": a.padding,
                 "num_jitters": e.num_jitters, "mirror": e.mirror, "select": self.select,
-                "normalize": e.normalize}
+                "normalize": e.normalize,
+                # only when not the default, so manifests written before the option stay equal
+                **({"landmarks": a.num_landmarks} if a.num_landmarks != 5 else {})}
 
     @property
     def default_threshold(self) -> float:
@@ -196,7 +202,7 @@ class FacePipeline:
         return (
             f"FacePipeline(model={d.model!r}, upsample={d.upsample}, min_score={d.min_score}, "
             f"fallback={self.fallback!r}, padding={a.padding}, num_jitters={e.num_jitters}, "
-            f"mirror={e.mirror}, normalize={e.normalize}, select={self.select!r})"
+            f"mirror={e.mirror}, normalize={e.normalize}, select={self.select!r}, landmarks={a.num_landmarks})"
         )
 
     # -- stages -----------------------------------------------------------------------
