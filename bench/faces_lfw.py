@@ -1099,6 +1099,7 @@ def main():
                                          v2_folds)
                 is_chosen = (b, sname) == wanted[0]
                 rows.append({"variant": b, "scoring": sname, "chosen_on_view1": is_chosen, **m})
+                curves[f"{b} | {sname}"] = curve  # for the plot
                 if is_chosen:
                     chosen_curve = (f"{b} | {sname}  [chosen on View 1]", curve)
                 log(tag, b, "|", sname, m["accuracy_mean"], m["accuracy_std"], m["tar_at_far_1e-3"])
@@ -1163,10 +1164,20 @@ def main():
                 if "chosen_scoring" in report.get("selection", {}):
                     five = report["selection"]
                     wanted.append((five["chosen_variant"], five["chosen_scoring"]["name"]))
-                rows, _, cohorts = view2_norm_rows(list(dict.fromkeys(wanted)), "v2lm68")
+                rows, chosen_curve, cohorts = view2_norm_rows(list(dict.fromkeys(wanted)), "v2lm68")
                 report["view2_lm68"] = {"pairs": len(v2), "protocol": V2NORM_PROTOCOL,
                                         "cohort_images_median": int(np.median([len(c) for c in cohorts.values()])),
                                         "rows": rows}
+                report["view2_best"] = sel["chosen"]  # the last rule's pick is the reported setting
+                # The plot: the final pick, its raw distances, the 5-point pick, and the reference
+                # rows of stages v2 / peer2 when they ran in this run.
+                keep = [VIEW1_CORE[0]["name"], FAST, "face_recognition defaults, center face, no-face -> whole-image location",
+                        f"{sel['chosen_variant']} | raw distance"]
+                if len(wanted) > 3:
+                    keep.append(f"{wanted[3][0]} | {wanted[3][1]}")
+                shown = {n: curves[n] for n in keep if n in curves}
+                shown[chosen_curve[0]] = chosen_curve[1]
+                plot_roc(shown, f"LFW View 2 (grayscale), {len(v2)} pairs")
         elif stage == "select":
             if "view1_norm" in report:
                 if "rule" in report.get("selection", {}) and report["selection"]["rule"] == SELECTION_RULE:
