@@ -38,3 +38,10 @@ def ukbench_dir(shared_data) -> Path:
 @pytest.fixture(scope="session")
 def lfw_dir(shared_data) -> Path:
     return _require(shared_data / "lfw")
+
+
+@pytest.fixture(scope="session")
+def lfw_trio(lfw_dir) -> tuple[Path, Path, Path]:
+    """Two photos of one LFW person and one of another person (the face tests' trio)."""
+    return tuple(lfw_dir / "images" / name / f"{name}_{i:04d}.jpg"
+                 for name, i in (("Aaron_Peirsol", 1), ("Aaron_Peirsol", 2), ("Colin_Powell", 1)))

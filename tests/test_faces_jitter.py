@@ -13,18 +13,10 @@ pytest.importorskip("face_recognition_models")
 from lookalike.faces import FaceEmbedder, FacePipeline  # noqa: E402
 from lookalike.faces.embed import jitter_chip, jitter_perturbations  # noqa: E402
 
-SAME = [("Aaron_Peirsol", 1), ("Aaron_Peirsol", 2)]
-OTHER = ("Colin_Powell", 1)
-
-
-def lfw_path(lfw_dir, name, i):
-    return lfw_dir / "images" / name / f"{name}_{i:04d}.jpg"
-
-
 @pytest.fixture(scope="module")
-def chips(lfw_dir):
+def chips(lfw_trio):
     pipe = FacePipeline(keep_chips=True)
-    return [pipe.embed_one(lfw_path(lfw_dir, *key)).chip for key in SAME + [OTHER]]
+    return [pipe.embed_one(path).chip for path in lfw_trio]
 
 
 def test_perturbations_follow_dlibs_ranges_and_are_seeded():
@@ -64,22 +56,22 @@ def test_jitter_changes_the_descriptor_a_little_and_deterministically(chips):
     np.testing.assert_allclose(FaceEmbedder(num_jitters=1).embed(chips), plain, atol=1e-6)
 
 
-def test_jittered_pipeline_keeps_same_and_different_people_apart(lfw_dir):
+def test_jittered_pipeline_keeps_same_and_different_people_apart(lfw_trio):
     pipe = FacePipeline(fallback="u2+cnn+center", mirror=True, num_jitters=4, normalize=True)
-    a, b, c = (pipe.embed_one(lfw_path(lfw_dir, *key)).descriptor for key in SAME + [OTHER])
+    a, b, c = (pipe.embed_one(path).descriptor for path in lfw_trio)
     assert abs(np.linalg.norm(a) - 1) < 1e-5
     same, different = np.linalg.norm(a - b), np.linalg.norm(a - c)
     assert same < pipe.default_threshold < different
     settings = pipe.settings()
     assert settings["num_jitters"] == 4 and FacePipeline(**settings).settings() == settings
     # workers give the same descriptors as one process (seeded jitter, not per-process state)
-    paths = [lfw_path(lfw_dir, *key) for key in SAME + [OTHER]] * 2
+    paths = list(lfw_trio) * 2
     serial = np.stack([r.descriptor for r in pipe.embed_many(paths)])
     forked = np.stack([r.descriptor for r in pipe.embed_many(paths, workers=2, chunk_size=2)])
     np.testing.assert_allclose(forked, serial, atol=1e-6)
 
 
-def test_cli_verify_with_the_lfw_setting_matches_the_library(lfw_dir):
+def test_cli_verify_with_the_lfw_setting_matches_the_library(lfw_trio):
     import json
 
     from typer.testing import CliRunner
@@ -87,7 +79,7 @@ def test_cli_verify_with_the_lfw_setting_matches_the_library(lfw_dir):
     from lookalike.cli import _register_extensions, app
 
     _register_extensions()
-    a, b = (lfw_path(lfw_dir, *key) for key in SAME)
+    a, b = lfw_trio[:2]
     args = ["faces", "verify", str(a), str(b), "--fallback", "u2+cnn+center", "--mirror", "--normalize",
             "--jitters", "4", "--json"]
     result = CliRunner().invoke(app, args, catch_exceptions=False)

@@ -12,21 +12,13 @@ pytest.importorskip("face_recognition_models")
 from lookalike.faces import FaceEmbedder, FacePipeline  # noqa: E402
 from lookalike.faces.align import FaceAligner  # noqa: E402
 
-SAME = [("Aaron_Peirsol", 1), ("Aaron_Peirsol", 2)]
-OTHER = ("Colin_Powell", 1)
-
-
-def lfw_path(lfw_dir, name, i):
-    return lfw_dir / "images" / name / f"{name}_{i:04d}.jpg"
-
-
 @pytest.fixture(scope="module")
-def faces(lfw_dir):
+def faces(lfw_trio):
     """(pixels, box) of the detector's centre face in each image."""
     pipe = FacePipeline()
     out = []
-    for key in SAME + [OTHER]:
-        pixels = pipe.load(lfw_path(lfw_dir, *key))
+    for path in lfw_trio:
+        pixels = pipe.load(path)
         dets = pipe.detector.detect(pixels)
         assert dets, key
         out.append((pixels, dets[0].box))
@@ -61,19 +53,19 @@ def test_68_point_descriptors_keep_people_apart(faces):
     assert same < other and same < 0.42 < other, (same, other)
 
 
-def test_pipeline_option_and_settings_round_trip(lfw_dir):
+def test_pipeline_option_and_settings_round_trip(lfw_trio):
     pipe = FacePipeline(landmarks=68, keep_chips=True)
     assert pipe.settings()["landmarks"] == 68
     assert "landmarks" not in FacePipeline().settings()  # the default (5) keeps older manifests equal
     again = FacePipeline(**pipe.settings())
     assert again.aligner.num_landmarks == 68
-    a68 = pipe.embed_one(lfw_path(lfw_dir, *SAME[0]))
-    a5 = FacePipeline(keep_chips=True).embed_one(lfw_path(lfw_dir, *SAME[0]))
+    a68 = pipe.embed_one(lfw_trio[0])
+    a5 = FacePipeline(keep_chips=True).embed_one(lfw_trio[0])
     assert a68.landmarks.shape == (68, 2) and a68.box == a5.box
     assert a68.chip.shape == a5.chip.shape and not np.array_equal(a68.chip, a5.chip)
 
 
-def test_cli_verify_landmarks_68(lfw_dir):
+def test_cli_verify_landmarks_68(lfw_trio):
     import json
 
     from typer.testing import CliRunner
@@ -81,11 +73,11 @@ def test_cli_verify_landmarks_68(lfw_dir):
     from lookalike.cli import _register_extensions, app
 
     _register_extensions()
-    result = CliRunner().invoke(app, ["faces", "verify", str(lfw_path(lfw_dir, *SAME[0])),
-                                      str(lfw_path(lfw_dir, *SAME[1])), "--landmarks", "68", "--json"],
+    result = CliRunner().invoke(app, ["faces", "verify", str(lfw_trio[0]),
+                                      str(lfw_trio[1]), "--landmarks", "68", "--json"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["same"] is True
-    bad = CliRunner().invoke(app, ["faces", "verify", str(lfw_path(lfw_dir, *SAME[0])),
-                                   str(lfw_path(lfw_dir, *OTHER)), "--landmarks", "7"])
+    bad = CliRunner().invoke(app, ["faces", "verify", str(lfw_trio[0]),
+                                   str(lfw_trio[2]), "--landmarks", "7"])
     assert bad.exit_code != 0
