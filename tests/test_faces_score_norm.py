@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,36 +96,29 @@ def test_bad_inputs():
         ScoreNormalizer(np.full((3, 4), np.nan))
 
 
-CACHE = Path(__file__).resolve().parents[1] / "bench" / "results" / "cache" / "lfw_emb_p0.25_j0.npz"
-LFW = Path(os.environ.get("LOOKALIKE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "lfw"
+def test_real_lfw_pairs(lfw_dir):
+    """A few DevTest pairs with a cohort of DevTrain people (real dlib descriptors, the
+    pipeline's defaults): normalised same-person scores stay well above different-person
+    ones, and the normalisation matches the loop on real descriptors."""
+    pytest.importorskip("dlib")
+    pytest.importorskip("face_recognition_models")
+    from lookalike.faces import FacePipeline, read_lfw_pairs
 
-
-@pytest.mark.skipif(not CACHE.exists() or not (LFW / "pairsDevTest.txt").exists(),
-                    reason="needs the bench's LFW descriptor cache and the LFW pair lists")
-def test_real_lfw_pairs_from_bench_cache():
-    """A few DevTest pairs with a DevTrain cohort (cached dlib descriptors): normalised
-    same-person scores stay above different-person ones, and the normalisation matches
-    the loop on real descriptors."""
-    from lookalike.faces import read_lfw_pairs
-
-    z = np.load(CACHE)
-    table = {}
-    for key, vec in zip(z["keys"].tolist(), z["vectors"]):
-        rel, *_, flip = key.split("|")
-        if flip == "0":
-            table.setdefault(rel, vec)
-    rel = lambda p: f"{p.parent.name}/{p.name}"  # noqa: E731
-    test = read_lfw_pairs(LFW / "pairsDevTest.txt")
-    train = read_lfw_pairs(LFW / "pairsDevTrain.txt")
-    pairs = [p for p in test[:5] + test[500:505] if rel(p.path_a) in table and rel(p.path_b) in table]
-    cohort = np.stack([table[rel(p.path_a)] for p in train[:400:4] if rel(p.path_a) in table])
-    assert len(pairs) >= 8 and len(cohort) >= 50
-    a = np.stack([table[rel(p.path_a)] for p in pairs])
-    b = np.stack([table[rel(p.path_b)] for p in pairs])
+    test = read_lfw_pairs(lfw_dir / "pairsDevTest.txt")
+    train = read_lfw_pairs(lfw_dir / "pairsDevTrain.txt")
+    pairs = test[:5] + test[500:505]  # 5 same-person pairs, 5 different-person pairs
+    test_people = {q.parent.name for p in test for q in (p.path_a, p.path_b)}
+    cohort_paths = [p.path_a for p in train[:600:10] if p.path_a.parent.name not in test_people]
+    pipe = FacePipeline(fallback="center")
+    x, _ = pipe.descriptors([q for p in pairs for q in (p.path_a, p.path_b)] + cohort_paths)
+    a, b, cohort = x[0:2 * len(pairs):2], x[1:2 * len(pairs):2], x[2 * len(pairs):]
+    assert np.isfinite(x).all() and len(cohort) >= 40
     got = normalized_scores(a, b, cohort, "s", 20, "cosine")
     want = _normalized_loop(a.tolist(), b.tolist(), cohort.tolist(), "s", 20, "cosine")
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
     same = np.array([p.same for p in pairs])
+    assert same.sum() == 5
+    assert np.sum(got[same] > got[~same].max()) >= 4  # (one same-person pair here is a hard one)
     assert got[same].mean() > got[~same].mean() + 3  # several cohort standard deviations apart
 
 
