@@ -172,6 +172,9 @@ def test_cli_calibrate_score_norm_and_verify(lfw_dir, tmp_path):
     want = _normalized_loop([a.tolist()], [b.tolist()], norm.cohort.astype(np.float64).tolist(), "s", 3, "cosine")
     assert got["score"] == pytest.approx(float(want[0]), abs=1e-6) and got["same"] is True
     assert got["threshold"] == thr and got["score_norm"]["cohort_size"] == 5
+    info = json.loads(cli("faces", "info", db, "--json"))["score_norm"]
+    assert info["cohort_size"] == 5 and info["threshold"] == thr and info["score"] == "cosine"
+    assert "score normalisation" in cli("faces", "info", db)
     plain = json.loads(cli("faces", "verify", img("Tony_Blair", 1), img("Tony_Blair", 2), "--db", db, "--json",
                            "--no-score-norm"))
     assert "score" not in plain and plain["distance"] == pytest.approx(got["distance"], abs=1e-6)

@@ -412,6 +412,11 @@ def info_cmd(db: Path = typer.Argument(..., help="Face collection."),
     _console().print(f"[bold]{db}[/]: {facts['images']} images ({facts['images_without_face']} without a face, "
                      f"{facts['images_failed']} failed), {facts['faces']} faces, {facts['identities']} identities; "
                      f"threshold {facts['threshold']:.4f} ({facts['threshold_source']}); template {facts['template']}")
+    sn = facts["score_norm"]
+    if sn:
+        _console().print(f"score normalisation: {sn['method']}-norm, top {sn['top_k'] or 'all'}, {sn['score']} scores, "
+                         f"cohort of {sn['cohort_size']} faces; score threshold {sn['threshold']:.4f} "
+                         "(`faces verify --db` uses it)")
 
 
 def register(app: typer.Typer) -> None:

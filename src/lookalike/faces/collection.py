@@ -274,7 +274,9 @@ class FaceCollection:
                 "images_failed": q("SELECT COUNT(*) FROM images WHERE status='error'"),
                 "faces": len(self), "identities": q("SELECT COUNT(*) FROM identities"),
                 "threshold": self.threshold, "threshold_source": self.manifest["threshold_source"],
-                "template": self.template, "pipeline": self.manifest["pipeline"]}
+                "template": self.template, "pipeline": self.manifest["pipeline"],
+                "score_norm": ({k: v for k, v in self.manifest["score_norm"].items() if k != "calibration"}
+                               if self.manifest.get("score_norm") else None)}
 
     def set_threshold(self, threshold: float, source: str, details: Optional[dict] = None) -> None:
         """Store a calibrated threshold in the manifest (atomic rewrite)."""
