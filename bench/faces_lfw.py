@@ -655,7 +655,7 @@ def identification(geom, emb, variants, workers, max_identities, max_distractors
     rows = []
     for v in variants:
         requests, _ = variant_requests(v, geom, rels)
-        emb.ensure(requests, v["padding"], v["jitters"], workers)
+        emb.ensure(requests, v["padding"], v["jitters"], workers, v.get("equalize", "none"), v.get("landmarks", 5))
     for v in variants:
         _, chosen = variant_requests(v, geom, rels)
         vectors = variant_vectors(v, chosen, emb)
@@ -1269,8 +1269,11 @@ def main():
                             "threshold on those nine folds",
                 "rows": learned_metrics(v2, v2_folds, variant_vectors(metric_variant, chosen, emb))}
         elif stage == "ident":
+            variants = [VIEW1_CORE[2], fast, best]
+            if report.get("selection_lm68", {}).get("chosen_landmarks") == 68:  # the last rule's pick too
+                variants.append(next(v for v in VIEW1_LM68 if v["name"] == report["selection_lm68"]["chosen_variant"]))
             report["identification"] = identification(
-                geom, emb, [VIEW1_CORE[2], fast, best], args.workers, args.ident_identities, args.ident_distractors)
+                geom, emb, variants, args.workers, args.ident_identities, args.ident_distractors)
         RESULT.write_text(json.dumps(report, indent=1))
     text = json.dumps(report, indent=1)
     RESULT.write_text(text)
