@@ -1011,6 +1011,13 @@ def main():
         chosen = sel.get("chosen_variant", sel.get("chosen"))
         return by_name[chosen] if chosen in by_name else by_name[BEST]
 
+    def final_pick():
+        """The reported setting: the last rule's pick (68-point chips when SELECTION_RULE_LM68 chose them)."""
+        sel = report.get("selection_lm68", {})
+        if sel.get("chosen_landmarks") == 68:
+            return next(v for v in VIEW1_LM68 if v["name"] == sel["chosen_variant"])
+        return current_best()
+
     def base_vectors(name, pairs):
         """rel -> descriptor for the images of ``pairs`` (a variant or a NORM_COMBOS entry)."""
         rels = sorted({rel_of(p.path_a) for p in pairs} | {rel_of(p.path_b) for p in pairs})
@@ -1253,12 +1260,8 @@ def main():
             report["view2_peer_face_recognition"] = peer_rows(v2, v2_folds, v2_rels, recs, True)
             plot_roc(curves, f"LFW View 2 (grayscale), {len(v2)} pairs")
         elif stage == "speed":
-            # The reported setting: the last rule's pick (68-point chips when SELECTION_RULE_LM68 chose them).
-            final = best
-            if report.get("selection_lm68", {}).get("chosen_landmarks") == 68:
-                final = next(v for v in VIEW1_LM68 if v["name"] == report["selection_lm68"]["chosen_variant"])
             report["speed"] = measure_speed(v1_rels[: args.speed_images], args.workers, args.peer_python,
-                                            args.speed_rounds, [VIEW1_CORE[2], fast, final])
+                                            args.speed_rounds, [VIEW1_CORE[2], fast, final_pick()])
         elif stage == "metric":
             metric_variant = next(v for v in all_variants if v["name"] == "fallback u2+cnn+centre + mirror")
             prepare(v2, [metric_variant])
@@ -1269,9 +1272,7 @@ def main():
                             "threshold on those nine folds",
                 "rows": learned_metrics(v2, v2_folds, variant_vectors(metric_variant, chosen, emb))}
         elif stage == "ident":
-            variants = [VIEW1_CORE[2], fast, best]
-            if report.get("selection_lm68", {}).get("chosen_landmarks") == 68:  # the last rule's pick too
-                variants.append(next(v for v in VIEW1_LM68 if v["name"] == report["selection_lm68"]["chosen_variant"]))
+            variants = [VIEW1_CORE[2], fast, best] + ([final_pick()] if final_pick() is not best else [])
             report["identification"] = identification(
                 geom, emb, variants, args.workers, args.ident_identities, args.ident_distractors)
         RESULT.write_text(json.dumps(report, indent=1))

@@ -20,7 +20,7 @@ def faces(lfw_trio):
     for path in lfw_trio:
         pixels = pipe.load(path)
         dets = pipe.detector.detect(pixels)
-        assert dets, key
+        assert dets, path
         out.append((pixels, dets[0].box))
     return out
 

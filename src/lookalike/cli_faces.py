@@ -59,8 +59,6 @@ def _pipeline(upsample: int, fallback: str, mirror: bool, select: str = "center"
 
     if jitters < 0:
         raise InputError(f"--jitters must be 0 or more, not {jitters}")
-    if landmarks not in (5, 68):
-        raise InputError(f"--landmarks must be 5 or 68, not {landmarks}")
     return FacePipeline(upsample=upsample, fallback=fallback, mirror=mirror, select=select, normalize=normalize,
                         num_jitters=jitters, landmarks=landmarks)
 
@@ -315,7 +313,7 @@ def calibrate_cmd(
     With --score-norm, also a cohort of other people's faces and a threshold on the
     cohort-normalised score (adaptive symmetric normalisation, cosine scores: the
     setting chosen on LFW View 1; lookalike.faces.score_norm)."""
-    from .faces import calibrate_threshold, face_distance, read_lfw_pairs
+    from .faces import calibrate_threshold, face_distance, pair_descriptors, read_lfw_pairs
     from .faces.collection import FaceCollection
 
     if pairs is None:
@@ -338,11 +336,8 @@ def calibrate_cmd(
             raise InputError(f"--top-k must be 0 (whole cohort) or at least 2, not {top_k}")
         cohort_pairs = read_lfw_pairs(cohort, cohort_images)
     with FaceCollection.open(db, writable=True) as coll:
-        images = sorted({q for p in labelled for q in (p.path_a, p.path_b)})
-        x, _ = coll.pipeline.descriptors(images)  # each image once (= pair_distances)
-        row = {q: i for i, q in enumerate(images)}
-        a, b = x[[row[p.path_a] for p in labelled]], x[[row[p.path_b] for p in labelled]]
-        distances, is_same = face_distance(a, b), np.array([p.same for p in labelled])
+        a, b, is_same = pair_descriptors(coll.pipeline, labelled)
+        distances = face_distance(a, b)
         ok = np.isfinite(distances)
         target = far if far is not None and far > 0 else None
         result = calibrate_threshold(distances[ok], is_same[ok], target_far=target)
@@ -350,7 +345,8 @@ def calibrate_cmd(
         coll.set_threshold(result["threshold"], f"calibrated on {pairs.name}"
                            + (f" at FAR {target:g}" if target else " for best accuracy"), result)
         if cohort_pairs is not None:
-            result["score_norm"] = _calibrate_score_norm(coll, labelled, a, b, cohort_pairs, cohort, top_k, target)
+            result["score_norm"] = _calibrate_score_norm(coll, labelled, a[ok], b[ok], is_same[ok], cohort_pairs,
+                                                         cohort, top_k, target)
     if json_out:
         _print_json(result)
         return
@@ -364,12 +360,13 @@ def calibrate_cmd(
                      f"{result['n_missing_face']} pairs without a face left out)")
 
 
-def _calibrate_score_norm(coll, labelled, a, b, cohort_pairs, cohort_file: Path, top_k: int, target_far) -> dict:
+def _calibrate_score_norm(coll, labelled, a, b, is_same, cohort_pairs, cohort_file: Path, top_k: int,
+                          target_far) -> dict:
     """Embed the cohort (people of the calibration pairs left out), score the calibration
-    pairs (descriptors ``a``, ``b``) normalised, choose the score threshold, store cohort +
-    settings in ``coll``."""
+    pairs (descriptors ``a``, ``b`` with a face on both sides) normalised, choose the score
+    threshold, store cohort + settings in ``coll``."""
     from .faces import calibrate_threshold
-    from .faces.score_norm import DEFAULT_METHOD, DEFAULT_SCORE, ScoreNormalizer
+    from .faces.score_norm import ScoreNormalizer
 
     calib_people = {p.path_a.parent.name for p in labelled} | {p.path_b.parent.name for p in labelled}
     paths = sorted({q for p in cohort_pairs for q in (p.path_a, p.path_b)})
@@ -382,19 +379,14 @@ def _calibrate_score_norm(coll, labelled, a, b, cohort_pairs, cohort_file: Path,
     cohort = vectors[np.isfinite(vectors).all(axis=1)]
     if len(cohort) < 2:
         raise InputError(f"{cohort_file}: fewer than 2 cohort faces found")
-    norm = ScoreNormalizer(cohort, method=DEFAULT_METHOD, top_k=top_k or None, score_kind=DEFAULT_SCORE)
-    ok = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
-    same = np.array([p.same for p in labelled])
-    scores = norm.score(a[ok], b[ok])
-    cal = calibrate_threshold(-scores, same[ok], target_far=target_far)  # larger score = more alike
+    norm = ScoreNormalizer(cohort, top_k=top_k or None)
+    cal = calibrate_threshold(-norm.score(a, b), is_same, target_far=target_far)  # larger score = more alike
     out = {"threshold": -cal["threshold"], "accuracy": cal["accuracy"], "far": cal["far"], "tar": cal["tar"],
            "n_pairs": cal["n_pairs"], "cohort_file": str(cohort_file), "cohort_size": int(len(cohort)),
            "cohort_people_left_out": len({q.parent.name for p in cohort_pairs for q in (p.path_a, p.path_b)}
                                          & calib_people)}
-    coll.set_score_norm(cohort, out["threshold"], {"method": norm.method, "top_k": norm.top_k,
-                                                   "score": norm.score_kind},
-                        {"source": f"cohort from {cohort_file.name}, threshold calibrated on the pairs",
-                         "calibration": out})
+    coll.set_score_norm(norm, out["threshold"], {"source": f"cohort from {cohort_file.name}, threshold calibrated "
+                                                           "on the pairs", "calibration": out})
     return {**out, **norm.settings()}
 
 

@@ -267,16 +267,9 @@ def _load_plain_jpeg(data: bytes, mode: str, max_side: int | None, keep_gray: bo
         import cv2
     except ImportError:
         return None
-    scale = draft_scale((width, height), max_side if draft_side is None else draft_side)
-    flags = _CV2_FLAGS.get((gray, scale))
-    if flags is None:
-        flags = _cv2_flags(cv2, gray, scale)
-    try:
-        pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
-    except cv2.error:
-        return None
-    expected = ((height + scale - 1) // scale, (width + scale - 1) // scale)
-    if pixels is None or pixels.shape[:2] != expected:
+    pixels = decode_jpeg_scaled(data, gray, draft_scale((width, height), max_side if draft_side is None else draft_side),
+                                (width, height))
+    if pixels is None:
         return None
     if not gray and not hasattr(cv2, "IMREAD_COLOR_RGB"):
         pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
@@ -285,6 +278,26 @@ def _load_plain_jpeg(data: bytes, mode: str, max_side: int | None, keep_gray: bo
     if gray and mode == "RGB" and not keep_gray:
         pixels = cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
     return LoadedImage(pixels=pixels, width=width, height=height, source="<bytes>")
+
+
+def decode_jpeg_scaled(data: bytes, gray: bool, scale: int, size: tuple[int, int]) -> np.ndarray | None:
+    """OpenCV's libjpeg-turbo decode of JPEG bytes at ``1/scale`` (1, 2, 4 or 8), gray
+    (only the luma channel decoded) or colour, EXIF orientation ignored; None when
+    OpenCV refuses the data or the result is not the ``ceil(size / scale)`` the frame
+    header (``size``: width, height) promises."""
+    import cv2
+
+    flags = _CV2_FLAGS.get((gray, scale))
+    if flags is None:
+        flags = _cv2_flags(cv2, gray, scale)
+    try:
+        pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    except cv2.error:
+        return None
+    width, height = size
+    if pixels is None or pixels.shape[:2] != ((height + scale - 1) // scale, (width + scale - 1) // scale):
+        return None
+    return pixels
 
 
 _CV2_FLAGS: dict[tuple[bool, int], int] = {}

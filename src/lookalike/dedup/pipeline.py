@@ -343,139 +343,141 @@ def _scan_and_verify(folder: Path, cache: Path, exclude: Sequence[str | os.PathL
         token, thumbs = shared_thumbs(n)
     else:
         thumbs = np.empty((n, 1 + len(CROP_FRACTIONS), THUMB, THUMB), np.uint8)
-    pool = _pool(workers)
-    pools.append(pool)
-    meta: list[tuple | None] = [None] * n
-    order = {k: i for i, k in enumerate(todo)}
-    failures: list[tuple[str, str]] = []
-    seen: list[int] = []                 # slots filled so far, in arrival order
-    pending_a: list[int] = []
-    pending_b: list[int] = []
-    jobs: list = []
-    seconds = {"candidates": 0.0}
-    incremental = n < MIH_MIN_ITEMS
-    # Pairs per check task: small, so that the workers finish the last ones together.
-    per_job = 64
-    # Growing flat indexes of every variant hash / every image's own hash seen so far.
-    all_variants = faiss.IndexBinaryFlat(64)
-    all_hashes = faiss.IndexBinaryFlat(64)
+    # The shared thumbnails are released however this ends (an error included).
+    try:
+        pool = _pool(workers)
+        pools.append(pool)
+        meta: list[tuple | None] = [None] * n
+        order = {k: i for i, k in enumerate(todo)}
+        failures: list[tuple[str, str]] = []
+        seen: list[int] = []                 # slots filled so far, in arrival order
+        pending_a: list[int] = []
+        pending_b: list[int] = []
+        jobs: list = []
+        seconds = {"candidates": 0.0}
+        incremental = n < MIH_MIN_ITEMS
+        # Pairs per check task: small, so that the workers finish the last ones together.
+        per_job = 64
+        # Growing flat indexes of every variant hash / every image's own hash seen so far.
+        all_variants = faiss.IndexBinaryFlat(64)
+        all_hashes = faiss.IndexBinaryFlat(64)
 
-    def submit(a: list[int], b: list[int]) -> None:
-        a, b = np.array(a, np.int64), np.array(b, np.int64)
-        hash_d, src, dst, k = pair_alignment(variants, a, b)
-        if token is not None:
-            fut = pool.submit(_shared_pair_job, token, src, dst, k)
-        else:
-            fut = pool.submit(_aligned_correlations_job, pair_job(thumbs, src, dst, k))
-        jobs.append((a, b, hash_d, fut))
+        def submit(a: list[int], b: list[int]) -> None:
+            a, b = np.array(a, np.int64), np.array(b, np.int64)
+            hash_d, src, dst, k = pair_alignment(variants, a, b)
+            if token is not None:
+                fut = pool.submit(_shared_pair_job, token, src, dst, k)
+            else:
+                fut = pool.submit(_aligned_correlations_job, pair_job(thumbs, src, dst, k))
+            jobs.append((a, b, hash_d, fut))
 
-    def search(index, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        lims, _, ids = index.range_search(np.ascontiguousarray(queries), radius + 1)  # FAISS: strictly below
-        return np.repeat(np.arange(len(queries), dtype=np.int64), np.diff(lims).astype(np.int64)), ids.astype(np.int64)
+        def search(index, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            lims, _, ids = index.range_search(np.ascontiguousarray(queries), radius + 1)  # FAISS: strictly below
+            rows = np.repeat(np.arange(len(queries), dtype=np.int64), np.diff(lims).astype(np.int64))
+            return rows, ids.astype(np.int64)
 
-    def arrived(new: list[int], last: bool = False) -> None:
-        """Candidates between the slots ``new`` and everything before them, the pairs
-        :func:`hash_candidate_pairs` finds (a variant hash of one within the radius of the
-        other's own hash): the new images' own hashes against every variant seen (theirs
-        included), and the new images' variants against the earlier images' own hashes.
-        FAISS's flat scan on one thread (its OpenMP threads would spin on the cores the
-        workers need). From :data:`MIH_MIN_ITEMS` files on, one search at the end instead
-        (multi-index hashing, which is built for the whole set)."""
-        t = time.perf_counter()
-        s = len(seen)
-        seen.extend(new)
-        idx = np.array(seen, np.int64)
-        if incremental:
-            var = variants[new]
-            all_variants.add(np.ascontiguousarray(var.reshape(-1, 8)))
-            q, r = search(all_variants, var[:, 0])          # variant r of an image ~ a new own hash
-            qa, qb = q + s, r // v
-            if s:
-                q, r = search(all_hashes, var.reshape(-1, 8))   # a new variant ~ an earlier own hash
-                qa, qb = np.concatenate([qa, q // v + s]), np.concatenate([qb, r])
-            all_hashes.add(np.ascontiguousarray(var[:, 0]))
-        elif last:
-            qa, qb, _ = hash_candidate_pairs(variants[idx], radius)
-        else:
+        def arrived(new: list[int], last: bool = False) -> None:
+            """Candidates between the slots ``new`` and everything before them, the pairs
+            :func:`hash_candidate_pairs` finds (a variant hash of one within the radius of the
+            other's own hash): the new images' own hashes against every variant seen (theirs
+            included), and the new images' variants against the earlier images' own hashes.
+            FAISS's flat scan on one thread (its OpenMP threads would spin on the cores the
+            workers need). From :data:`MIH_MIN_ITEMS` files on, one search at the end instead
+            (multi-index hashing, which is built for the whole set)."""
+            t = time.perf_counter()
+            s = len(seen)
+            seen.extend(new)
+            idx = np.array(seen, np.int64)
+            if incremental:
+                var = variants[new]
+                all_variants.add(np.ascontiguousarray(var.reshape(-1, 8)))
+                q, r = search(all_variants, var[:, 0])          # variant r of an image ~ a new own hash
+                qa, qb = q + s, r // v
+                if s:
+                    q, r = search(all_hashes, var.reshape(-1, 8))   # a new variant ~ an earlier own hash
+                    qa, qb = np.concatenate([qa, q // v + s]), np.concatenate([qb, r])
+                all_hashes.add(np.ascontiguousarray(var[:, 0]))
+            elif last:
+                qa, qb, _ = hash_candidate_pairs(variants[idx], radius)
+            else:
+                seconds["candidates"] += time.perf_counter() - t
+                return
+            keep = qa != qb
+            a, b = idx[qa[keep]], idx[qb[keep]]
+            lo, hi = np.minimum(a, b), np.maximum(a, b)
+            if len(lo):
+                uniq = np.unique(lo * n + hi)
+                pending_a.extend((uniq // n).tolist())
+                pending_b.extend((uniq % n).tolist())
+            while len(pending_a) >= per_job:
+                submit(pending_a[:per_job], pending_b[:per_job])
+                del pending_a[:per_job], pending_b[:per_job]
             seconds["candidates"] += time.perf_counter() - t
-            return
-        keep = qa != qb
-        a, b = idx[qa[keep]], idx[qb[keep]]
-        lo, hi = np.minimum(a, b), np.maximum(a, b)
-        if len(lo):
-            uniq = np.unique(lo * n + hi)
-            pending_a.extend((uniq // n).tolist())
-            pending_b.extend((uniq % n).tolist())
-        while len(pending_a) >= per_job:
-            submit(pending_a[:per_job], pending_b[:per_job])
-            del pending_a[:per_job], pending_b[:per_job]
-        seconds["candidates"] += time.perf_counter() - t
 
-    omp_threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        if rows:
-            hit = [slot[k] for k in rows]
-            for k, i in zip(rows, hit):
-                meta[i] = rows[k][:5]
-                variants[i], thumbs[i] = rows[k][5], rows[k][6]
-            arrived(hit)
-        bar = _bar(progress, len(todo), "scanning")
-        if token is not None:
-            futures = {pool.submit(_scan_chunk_shared, token, c, [slot[p] for p in c])
-                       for c in guided_chunks(todo, workers)}
-        else:
-            futures = {pool.submit(_scan_chunk, c) for c in guided_chunks(todo, workers)}
-        while futures:
-            done, futures = wait(futures, return_when=FIRST_COMPLETED)
-            for fut in done:
-                part_rows, part_thumbs, part_variants, part_failures = fut.result()
-                new = [slot[r[0]] for r in part_rows]
-                for r, i in zip(part_rows, new):
-                    meta[i] = (int(r[2]), float(r[3]), r[1], int(r[4]), int(r[5]))  # as the cache keeps them
-                if new:
-                    variants[new] = part_variants
-                    if part_thumbs is not None:
-                        thumbs[new] = part_thumbs
-                    arrived(new)
-                failures.extend(part_failures)
-                bar.advance(len(part_rows) + len(part_failures))
-        bar.close()
-        if not incremental:
-            arrived([], last=True)
-    finally:
-        faiss.omp_set_num_threads(omp_threads)
-    # The last pairs, split so that every worker gets a share.
-    if pending_a:
-        per = -(-len(pending_a) // max(workers, -(-len(pending_a) // per_job)))
-        for s in range(0, len(pending_a), per):
-            submit(pending_a[s:s + per], pending_b[s:s + per])
-    seconds["scan"] = time.perf_counter() - started
-    failures.sort(key=lambda f: order.get(f[0], -1))
-    ok = np.array([m is not None for m in meta], bool)
-    paths = [k for k, good in zip(keys, ok.tolist()) if good]
-    final = np.cumsum(ok) - 1            # slot -> row of the table
-    table_variants, table_thumbs = (variants, thumbs) if ok.all() else (variants[ok], thumbs[ok])
-    meta = [m for m in meta if m is not None]
-    if todo or len(paths) != len(cached):
-        _write_folder_cache(cache, paths, meta, table_variants, table_thumbs)
-    items = {i: {"path": p, "size": m[0], "mtime": m[1], "content_hash": m[2], "width": m[3], "height": m[4]}
-             for i, (p, m) in enumerate(zip(paths, meta))}
-    table = Table(np.arange(len(paths), dtype=np.int64), table_variants, table_thumbs, items, pool=pool)
-    t = time.perf_counter()
-    features: dict[tuple[int, int], tuple[int, float, float]] = {}
-    pair_a, pair_b = [], []
-    try:
+        omp_threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            if rows:
+                hit = [slot[k] for k in rows]
+                for k, i in zip(rows, hit):
+                    meta[i] = rows[k][:5]
+                    variants[i], thumbs[i] = rows[k][5], rows[k][6]
+                arrived(hit)
+            bar = _bar(progress, len(todo), "scanning")
+            if token is not None:
+                futures = {pool.submit(_scan_chunk_shared, token, c, [slot[p] for p in c])
+                           for c in guided_chunks(todo, workers)}
+            else:
+                futures = {pool.submit(_scan_chunk, c) for c in guided_chunks(todo, workers)}
+            while futures:
+                done, futures = wait(futures, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    part_rows, part_thumbs, part_variants, part_failures = fut.result()
+                    new = [slot[r[0]] for r in part_rows]
+                    for r, i in zip(part_rows, new):
+                        meta[i] = (int(r[2]), float(r[3]), r[1], int(r[4]), int(r[5]))  # as the cache keeps them
+                    if new:
+                        variants[new] = part_variants
+                        if part_thumbs is not None:
+                            thumbs[new] = part_thumbs
+                        arrived(new)
+                    failures.extend(part_failures)
+                    bar.advance(len(part_rows) + len(part_failures))
+            bar.close()
+            if not incremental:
+                arrived([], last=True)
+        finally:
+            faiss.omp_set_num_threads(omp_threads)
+        # The last pairs, split so that every worker gets a share.
+        if pending_a:
+            per = -(-len(pending_a) // max(workers, -(-len(pending_a) // per_job)))
+            for s in range(0, len(pending_a), per):
+                submit(pending_a[s:s + per], pending_b[s:s + per])
+        seconds["scan"] = time.perf_counter() - started
+        failures.sort(key=lambda f: order.get(f[0], -1))
+        ok = np.array([m is not None for m in meta], bool)
+        paths = [k for k, good in zip(keys, ok.tolist()) if good]
+        final = np.cumsum(ok) - 1            # slot -> row of the table
+        table_variants, table_thumbs = (variants, thumbs) if ok.all() else (variants[ok], thumbs[ok])
+        meta = [m for m in meta if m is not None]
+        if todo or len(paths) != len(cached):
+            _write_folder_cache(cache, paths, meta, table_variants, table_thumbs)
+        items = {i: {"path": p, "size": m[0], "mtime": m[1], "content_hash": m[2], "width": m[3], "height": m[4]}
+                 for i, (p, m) in enumerate(zip(paths, meta))}
+        table = Table(np.arange(len(paths), dtype=np.int64), table_variants, table_thumbs, items, pool=pool)
+        t = time.perf_counter()
+        features: dict[tuple[int, int], tuple[int, float, float]] = {}
+        pair_a, pair_b = [], []
         for a, b, hash_d, fut in jobs:
             ncc, grad = fut.result()
             fa, fb = final[a].tolist(), final[b].tolist()
             pair_a += fa
             pair_b += fb
             features.update(zip(zip(fa, fb), zip(hash_d.tolist(), ncc.tolist(), grad.tolist())))
+        seconds["verify_wait"] = time.perf_counter() - t
+        return table, failures, (np.array(pair_a, np.int64), np.array(pair_b, np.int64)), features, seconds
     finally:
         _SHARED.pop(token, None)
-    seconds["verify_wait"] = time.perf_counter() - t
-    return table, failures, (np.array(pair_a, np.int64), np.array(pair_b, np.int64)), features, seconds
 
 
 # --------------------------------------------------------------------------- decision

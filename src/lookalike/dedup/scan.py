@@ -262,84 +262,76 @@ _PNG_MODES = frozenset({(1, 0), (2, 0), (4, 0), (8, 0), (16, 0), (8, 2), (16, 2)
 #: Ancillary PNG chunks allowed before the image data on the fast path, with the least
 #: length Pillow accepts for each (anything else takes the Pillow path).
 _PNG_SAFE = {b"PLTE": 0, b"tRNS": 6, b"bKGD": 0, b"gAMA": 4, b"cHRM": 32, b"sRGB": 1, b"pHYs": 9, b"tEXt": 0}
-_JPEG_GRAY_FLAGS: dict[int, int] = {}
 
 
-def _plain_png_size(data: bytes) -> tuple[int, int] | None:
-    """``(width, height)`` of a PNG that the Pillow path of :func:`decode_gray_small`
-    would hand to :func:`_png_gray` unchanged (Pillow opens it: valid header and chunk
-    CRCs up to the image data, a known mode; no EXIF, no animation), read from its chunk
-    headers without opening it in Pillow; None for anything else (which then takes
-    that path)."""
+def _png_layout(data: bytes) -> tuple[int, int, bool, bool] | None:
+    """What one walk over a PNG's chunks tells: ``(width, height, plain, simple)``, or
+    None for data that is not a PNG starting with its header chunk.
+
+    * ``plain``: the Pillow path of :func:`decode_gray_small` would hand the file to
+      :func:`_png_gray` unchanged (Pillow opens it: valid header and chunk CRCs up to the
+      image data, a known mode; no EXIF, no animation), so the fast path may too;
+    * ``simple``: 8-bit gray or RGB, not interlaced, no palette or transparency chunk,
+      and whole: every chunk up to the end chunk there with a right CRC (libpng refuses a
+      damaged image-data chunk; libspng, as pyspng sets it up, would not, so a damaged
+      file must not reach it). Such a file decodes to the same samples in libspng as in
+      libpng.
+    """
     import zlib
 
     end = len(data)
     if end < 33 or data[:8] != _PNG_MAGIC or data[12:16] != b"IHDR":
         return None
+    simple = data[24] == 8 and data[25] in (0, 2) and data[28] == 0  # bit depth, colour type, interlace
+    plain, in_header, ended = True, True, False
+    width = height = 0
+    view = memoryview(data)
     pos = 8
-    width = height = None
     while pos + 12 <= end:
         length = int.from_bytes(data[pos:pos + 4], "big")
         cid = data[pos + 4:pos + 8]
-        if cid == b"IDAT":
-            return (width, height) if width else None
         body_end = pos + 8 + length
-        if body_end + 4 > end:
-            return None
-        body = data[pos + 8:body_end]
-        if zlib.crc32(body, zlib.crc32(cid)) != int.from_bytes(data[body_end:body_end + 4], "big"):
-            return None
-        if cid == b"IHDR":
-            if width is not None or length < 13 or (body[8], body[9]) not in _PNG_MODES or body[11]:
-                return None
-            width, height = int.from_bytes(body[0:4], "big"), int.from_bytes(body[4:8], "big")
-            if not 0 < width * height <= 1 << 26:
-                return None
-        elif width is None or length < _PNG_SAFE.get(cid, 1 << 31):
-            return None
-        elif cid == b"tEXt" and body.split(b"\0", 1)[0] == b"exif":
-            return None
+        if cid == b"IDAT":
+            in_header = False  # the fast path's rules stop here
+        if body_end + 4 > end or zlib.crc32(view[pos + 4:body_end]) != int.from_bytes(data[body_end:body_end + 4], "big"):
+            plain &= not in_header
+            simple = False
+            break
+        simple &= cid not in (b"PLTE", b"tRNS")
+        if in_header:
+            body = view[pos + 8:body_end]
+            if cid == b"IHDR":
+                if width or length < 13 or (body[8], body[9]) not in _PNG_MODES or body[11]:
+                    plain = False
+                width, height = int.from_bytes(body[0:4], "big"), int.from_bytes(body[4:8], "big")
+                plain &= 0 < width * height <= 1 << 26
+            elif not width or length < _PNG_SAFE.get(cid, 1 << 31):
+                plain = False
+            elif cid == b"tEXt" and bytes(body).split(b"\0", 1)[0] == b"exif":
+                plain = False
+        if cid == b"IEND":
+            ended = True
+            break
         pos = body_end + 4
-    return None
+    return width, height, plain and not in_header, simple and ended
 
 
 def _simple_png(data: bytes) -> bool:
-    """Whether a PNG is 8-bit gray or RGB, not interlaced, with no palette or
-    transparency chunk, and whole: every chunk up to the end chunk there with a right
-    CRC (libpng refuses a damaged image-data chunk; libspng, as pyspng sets it up,
-    would not, so a damaged file must not reach it). Such a file decodes to the same
-    samples in libspng as in libpng."""
-    import zlib
-
-    if len(data) < 33 or data[:8] != _PNG_MAGIC or data[12:16] != b"IHDR":
-        return False
-    if data[24] != 8 or data[25] not in (0, 2) or data[28] != 0:  # bit depth, colour type, interlace
-        return False
-    end, pos = len(data), 8
-    view = memoryview(data)
-    while pos + 12 <= end:
-        length = int.from_bytes(data[pos:pos + 4], "big")
-        cid = data[pos + 4:pos + 8]
-        body_end = pos + 8 + length
-        if cid in (b"PLTE", b"tRNS") or body_end + 4 > end:
-            return False
-        if zlib.crc32(view[pos + 4:body_end]) != int.from_bytes(data[body_end:body_end + 4], "big"):
-            return False
-        if cid == b"IEND":
-            return True
-        pos = body_end + 4
-    return False
+    """Whether a PNG goes to libspng (the ``simple`` of :func:`_png_layout`)."""
+    layout = _png_layout(data)
+    return layout is not None and layout[3]
 
 
-def _png_gray(data: bytes) -> np.ndarray | None:
-    """Gray pixels of a PNG (None where it cannot be decoded): a :func:`_simple_png`
-    one through libspng (pyspng, a third fewer instructions than libpng), RGB turned
-    gray by OpenCV's BT.601 weights (these can differ by one level from libpng's own
-    conversion: every path of the scan uses this function, so a file always gets the
-    same pixels); any other PNG, or all where pyspng is missing, by OpenCV's libpng."""
+def _png_gray(data: bytes, simple: bool | None = None) -> np.ndarray | None:
+    """Gray pixels of a PNG (None where it cannot be decoded): a simple one
+    (:func:`_png_layout`; ``simple`` when the caller already knows) through libspng
+    (pyspng, a third fewer instructions than libpng), RGB turned gray by OpenCV's BT.601
+    weights (these can differ by one level from libpng's own conversion: every path of
+    the scan uses this function, so a file always gets the same pixels); any other PNG,
+    or all where pyspng is missing, by OpenCV's libpng."""
     import cv2
 
-    if _simple_png(data):
+    if _simple_png(data) if simple is None else simple:
         try:
             import pyspng
         except ImportError:
@@ -366,10 +358,8 @@ def _decode_plain(data: bytes) -> tuple[np.ndarray, int, int] | None:
     gray as Pillow's draft mode, checked bit for bit on the bench's LFW, COIL, UKBench
     and Sacré-Cœur files and their transformed copies; the same OpenCV PNG decode), or
     None where the Pillow path must decide."""
-    import cv2
-
     if data[:2] == b"\xff\xd8":
-        from ..images import plain_jpeg_header
+        from ..images import decode_jpeg_scaled, plain_jpeg_header
 
         header = plain_jpeg_header(data)
         if header is None:  # (an MPO, among others: Pillow's path)
@@ -382,24 +372,14 @@ def _decode_plain(data: bytes) -> tuple[np.ndarray, int, int] | None:
         s = max(1, min(width, height) // SCAN_SIDE)
         fit = min(width // (width // s), height // (height // s))
         scale = next((k for k in (8, 4, 2) if fit >= k), 1)
-        flags = _JPEG_GRAY_FLAGS.get(scale)
-        if flags is None:
-            flags = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
-                     8: cv2.IMREAD_REDUCED_GRAYSCALE_8}[scale] | cv2.IMREAD_IGNORE_ORIENTATION
-            _JPEG_GRAY_FLAGS[scale] = flags
-        try:
-            gray = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-        except cv2.error:
-            return None
-        if gray is None or gray.shape != ((height + scale - 1) // scale, (width + scale - 1) // scale):
-            return None
-        return gray, width, height
+        gray = decode_jpeg_scaled(data, True, scale, (width, height))
+        return None if gray is None else (gray, width, height)
     if data[:8] == _PNG_MAGIC:
-        size = _plain_png_size(data)
-        if size is None:
+        layout = _png_layout(data)
+        if layout is None or not layout[2]:
             return None
-        width, height = size
-        gray = _png_gray(data)
+        width, height, _, simple = layout
+        gray = _png_gray(data, simple)
         if gray is not None and gray.shape == (height, width) and gray.dtype == np.uint8:
             return gray, width, height
     return None

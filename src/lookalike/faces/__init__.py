@@ -43,6 +43,7 @@ from .verify import (
     calibrate_on_lfw,
     calibrate_threshold,
     face_distance,
+    pair_descriptors,
     pair_distances,
     read_lfw_pairs,
     verify,
@@ -53,5 +54,5 @@ __all__ = [
     "FaceEmbedder", "FaceNotFound", "FacePipeline", "LFW_FALLBACK", "LabelledPair", "NORMALIZED_THRESHOLD",
     "agglomerative", "parse_fallback", "ScoreNormalizer", "cohort_stats", "normalized_scores",
     "calibrate_on_lfw", "calibrate_threshold", "chinese_whispers", "face_distance",
-    "names_from_csv", "names_from_folders", "pair_distances", "read_lfw_pairs", "select_face", "verify",
+    "names_from_csv", "names_from_folders", "pair_descriptors", "pair_distances", "read_lfw_pairs", "select_face", "verify",
 ]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ConfigError
 from ._models import import_dlib, model_path
 
 
@@ -25,7 +26,7 @@ class FaceAligner:
 
     def __init__(self, chip_size: int = 150, padding: float = 0.25, landmarks: int = 5):
         if int(landmarks) not in (5, 68):
-            raise ValueError(f"landmarks must be 5 or 68, not {landmarks!r}")
+            raise ConfigError(f"landmarks must be 5 or 68, not {landmarks!r}")
         self.chip_size = int(chip_size)
         self.padding = float(padding)
         self.num_landmarks = int(landmarks)

@@ -285,25 +285,20 @@ class FaceCollection:
         self.manifest["calibration"] = details or {}
         _write_json(self.path / MANIFEST, self.manifest)
 
-    def set_score_norm(self, cohort: np.ndarray, threshold: float, settings: dict,
-                       details: Optional[dict] = None) -> None:
-        """Store a score-normalisation cohort (``cohort.npy``) and its settings and score
+    def set_score_norm(self, norm, threshold: float, details: Optional[dict] = None) -> None:
+        """Store a score normaliser's cohort (``cohort.npy``) and its settings and score
         threshold (manifest ``score_norm``); see :mod:`lookalike.faces.score_norm`.
 
         Args:
-            cohort: ``(m, 128)`` descriptors of people not among those to be verified,
-                made with this collection's pipeline.
+            norm: a :class:`~lookalike.faces.score_norm.ScoreNormalizer` whose cohort holds
+                descriptors of people not among those to be verified, made with this
+                collection's pipeline.
             threshold: normalised-score cut (``same = score >= threshold``).
-            settings: ``{"method", "top_k", "score"}`` (:class:`ScoreNormalizer` fields).
         """
-        from .score_norm import ScoreNormalizer
-
-        norm = ScoreNormalizer(np.asarray(cohort, dtype=np.float32), method=settings["method"],
-                               top_k=settings["top_k"], score_kind=settings["score"])  # validates
         from ..atomic import atomic_writer
 
         with atomic_writer(self.path / COHORT_FILE) as fh:
-            np.save(fh, np.asarray(cohort, dtype=np.float32))
+            np.save(fh, norm.cohort.astype(np.float32))
         self.manifest["score_norm"] = {**norm.settings(), "threshold": float(threshold), **(details or {})}
         _write_json(self.path / MANIFEST, self.manifest)
 

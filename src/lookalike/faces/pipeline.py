@@ -167,8 +167,6 @@ class FacePipeline:
         if not 0.0 < center_fraction <= 1.0:
             raise ConfigError(f"center_fraction must be in (0, 1], not {center_fraction}")
         self.detector = FaceDetector(upsample=upsample, min_score=min_score, model=model)
-        if int(landmarks) not in (5, 68):
-            raise ConfigError(f"landmarks must be 5 or 68, not {landmarks!r}")
         self.aligner = FaceAligner(chip_size=chip_size, padding=padding, landmarks=landmarks)
         self.embedder = FaceEmbedder(num_jitters=num_jitters, mirror=mirror, batch_size=batch_size,
                                      normalize=normalize)

@@ -184,9 +184,6 @@ class ScoreNormalizer:
         if self.score_kind not in SCORES:
             raise InputError(f"unknown score {self.score_kind!r}; valid: {', '.join(SCORES)}")
 
-    def stats(self, x) -> tuple[np.ndarray, np.ndarray]:
-        return cohort_stats(x, self.cohort, self.top_k, self.score_kind)
-
     def score(self, a, b) -> np.ndarray:
         return normalized_scores(a, b, self.cohort, self.method, self.top_k, self.score_kind)
 

@@ -136,6 +136,22 @@ def read_lfw_pairs(pairs_file: Union[str, os.PathLike], images_dir: Union[str, o
     return pairs
 
 
+def pair_descriptors(pipeline, pairs: Sequence[LabelledPair], select: Optional[str] = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Embed each distinct image once: the descriptors of both sides of every pair.
+
+    Returns:
+        ``(a, b, is_same)``: ``float32`` ``(n, 128)`` each (``nan`` rows where a face was
+        not found) and ``bool`` ``(n,)``.
+    """
+    paths = sorted({p.path_a for p in pairs} | {p.path_b for p in pairs})
+    vectors, _ = pipeline.descriptors(paths, select=select)
+    row = {p: i for i, p in enumerate(paths)}
+    a = vectors[[row[p.path_a] for p in pairs]]
+    b = vectors[[row[p.path_b] for p in pairs]]
+    return a, b, np.array([p.same for p in pairs])
+
+
 def pair_distances(pipeline, pairs: Sequence[LabelledPair], select: Optional[str] = None) -> tuple[np.ndarray, np.ndarray]:
     """Embed each distinct image once and measure every pair.
 
@@ -143,12 +159,8 @@ def pair_distances(pipeline, pairs: Sequence[LabelledPair], select: Optional[str
         ``(distances, is_same)``: ``float64`` ``(n,)`` (``nan`` where a face was not
         found in one of the two images) and ``bool`` ``(n,)``.
     """
-    paths = sorted({p.path_a for p in pairs} | {p.path_b for p in pairs})
-    vectors, _ = pipeline.descriptors(paths, select=select)
-    row = {p: i for i, p in enumerate(paths)}
-    a = vectors[[row[p.path_a] for p in pairs]]
-    b = vectors[[row[p.path_b] for p in pairs]]
-    return face_distance(a, b), np.array([p.same for p in pairs])
+    a, b, is_same = pair_descriptors(pipeline, pairs, select)
+    return face_distance(a, b), is_same
 
 
 def calibrate_on_lfw(
